@@ -1,0 +1,333 @@
+"""Are the traits real, and what do they mean? The paper names its components by hand
+and never checks them; here each claim gets a test:
+
+- `TraitStability`: refit PCA on bootstrap replicates of the matrix (examples resampled
+  by `uncertainty.resample_matrix`, the one resampler) and on leave-one-task-out
+  matrices, align each refit to the reference, and report loading intervals and a
+  per-component stability score.
+- `ComponentCount`: how many components beat chance (parallel analysis with a
+  column-permutation null, with p-values).
+- `name_traits`: a signed name per component from the tags of its top-loading tasks.
+- `impute_lowrank` (defined next to PCA, which uses it): fill missing cells.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.linalg import orthogonal_procrustes
+
+from traitmap.analysis.pca import (
+    BASE,
+    TraitPCA,
+    adapter_draws,
+    adapter_rows,
+    analysis_settings,
+    component_names,
+    impute_lowrank,
+    write_csv,
+    write_json,
+)
+from traitmap.analysis.uncertainty import percentile_interval, resample_matrix
+from traitmap.errors import TraitmapError
+
+__all__ = ["TraitStability", "ComponentCount", "align_rotation", "leave_one_task_out", "name_traits",
+           "impute_lowrank", "run"]
+
+
+def align_rotation(components: np.ndarray, reference: np.ndarray, method: str = "procrustes") -> np.ndarray:
+    """The k x k matrix R that best maps `components` (rows over tasks) onto `reference`:
+    aligned = R.T @ components, aligned scores = scores @ R.
+
+    "sign" only flips signs (keeps each component's identity); "procrustes" also rotates
+    within the retained subspace, which forgives components that swap order when their
+    variances are close.
+    """
+    if method == "sign":
+        signs = np.sign(np.sum(components * reference[: len(components)], axis=1))
+        return np.diag(np.where(signs == 0, 1.0, signs))
+    if method != "procrustes":
+        raise TraitmapError(f"alignment must be 'procrustes' or 'sign', got {method!r}", field="align")
+    rotation, _ = orthogonal_procrustes(components.T, reference.T)
+    return rotation
+
+
+def abs_cosines(aligned: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """|cos| between matching rows (one value per component)."""
+    norms = np.linalg.norm(aligned, axis=-1) * np.linalg.norm(reference, axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.abs(np.sum(aligned * reference, axis=-1)) / norms
+
+
+def leave_one_task_out(matrix: pd.DataFrame, reference: TraitPCA, align: str = "procrustes") -> pd.DataFrame:
+    """For each task: refit PCA without it, align to the reference restricted to the
+    remaining tasks, and report |cos| per component. A component that collapses when
+    one task leaves is that task, not a trait."""
+    k = reference.n_components_
+    tasks = list(reference.loadings_.columns)
+    rows = {}
+    for task in tasks:
+        kept = [t for t in tasks if t != task]
+        refit = TraitPCA(k, on=reference.on, standardize=reference.standardize, base=reference.base)
+        refit.fit(matrix[kept])
+        target = reference.loadings_[kept].to_numpy()
+        fitted = np.zeros_like(target)
+        fitted[: refit.n_components_] = refit.loadings_.to_numpy()
+        aligned = align_rotation(fitted, target, align).T @ fitted
+        rows[task] = abs_cosines(aligned, target)
+    return pd.DataFrame.from_dict(rows, orient="index", columns=reference.loadings_.index).rename_axis("left_out")
+
+
+class TraitStability:
+    """Bootstrap (over examples) and leave-one-task-out stability of the PCA traits.
+
+    fit(records) -> self with:
+      reference_: TraitPCA on the point matrix (what the report shows)
+      loadings_ci_: long (component, task, loading, low, high, boot_std)
+      profiles_ci_: long (adapter, component, score, low, high): trait profiles with intervals
+      stability_: per component (explained_variance_ratio, evr_low, evr_high,
+        bootstrap_stability = mean |cos| of aligned refits to the reference, loto_min)
+      loto_: left-out task x component |cos|
+      draws_: the MatrixDraws the refits used
+    """
+
+    def __init__(self, n_components: int = 4, n_boot: int = 500, level: float = 0.95, seed: int = 0,
+                 on: str = "gains", standardize: bool = False, align: str = "procrustes", base: str = BASE):
+        self.n_components = n_components
+        self.n_boot = n_boot
+        self.level = level
+        self.seed = seed
+        self.on = on
+        self.standardize = standardize
+        self.align = align
+        self.base = base
+
+    def _pca(self) -> TraitPCA:
+        return TraitPCA(self.n_components, on=self.on, standardize=self.standardize, base=self.base)
+
+    def fit(self, records: pd.DataFrame) -> "TraitStability":
+        draws = resample_matrix(records, self.n_boot, self.seed, self.base)
+        reference = self._pca().fit(draws.point)
+        ref_loadings = reference.loadings_.to_numpy()
+        k, n_boot = reference.n_components_, self.n_boot
+        loadings = np.empty((n_boot,) + ref_loadings.shape)
+        profiles = np.empty((n_boot,) + reference.scores_.shape)
+        evr = np.empty((n_boot, k))
+        replicates = adapter_draws(draws.draws, list(draws.point.index), self.on, self.base)
+        pca = self._pca()
+        for b, x in enumerate(replicates):
+            if np.isnan(x).any():
+                x = impute_lowrank(pd.DataFrame(x), rank=pca.capped_components(x.shape)).to_numpy()
+            replicate = pca.fit_array(x)
+            rotation = align_rotation(replicate.components, ref_loadings, self.align)
+            loadings[b] = rotation.T @ replicate.components
+            profiles[b] = replicate.scores @ rotation
+            evr[b] = replicate.explained_variance_ratio
+        names = list(reference.loadings_.index)
+        tasks = list(reference.loadings_.columns)
+        adapters = list(reference.scores_.index)
+
+        low, high = percentile_interval(loadings, self.level)
+        self.loadings_ci_ = pd.DataFrame({
+            "component": np.repeat(names, len(tasks)),
+            "task": np.tile(tasks, k),
+            "loading": ref_loadings.ravel(),
+            "low": low.ravel(),
+            "high": high.ravel(),
+            "boot_std": loadings.std(axis=0).ravel(),
+        })
+        low, high = percentile_interval(profiles, self.level)
+        self.profiles_ci_ = pd.DataFrame({
+            "adapter": np.repeat(adapters, k),
+            "component": np.tile(names, len(adapters)),
+            "score": reference.scores_.to_numpy().ravel(),
+            "low": low.ravel(),
+            "high": high.ravel(),
+        })
+        evr_low, evr_high = percentile_interval(evr, self.level)
+        self.loto_ = (leave_one_task_out(draws.point, reference, self.align) if len(tasks) > 2
+                      else pd.DataFrame(columns=names, dtype=float))
+        self.stability_ = pd.DataFrame({
+            "explained_variance_ratio": reference.explained_variance_ratio_,
+            "evr_low": evr_low,
+            "evr_high": evr_high,
+            "bootstrap_stability": abs_cosines(loadings, ref_loadings[None]).mean(axis=0),
+            "loto_min": self.loto_.min(axis=0) if len(self.loto_) else np.nan,
+        }, index=pd.Index(names, name="component"))
+        self.reference_ = reference
+        self.draws_ = draws
+        return self
+
+    def to_dict(self) -> dict:
+        return {
+            "n_boot": self.n_boot,
+            "level": self.level,
+            "align": self.align,
+            "components": self.stability_.reset_index().to_dict(orient="records"),
+            "leave_one_task_out": {t: row.to_dict() for t, row in self.loto_.iterrows()},
+        }
+
+
+class ComponentCount:
+    """How many components are more than noise: parallel analysis with a permutation null.
+
+    Permuting each task column independently keeps every task's spread but breaks the
+    co-movement between tasks that a trait is. A component is kept while its eigenvalue
+    beats the `quantile` of the null eigenvalue of the same rank (stopping at the first
+    that does not). p-values: (1 + #null >= observed) / (1 + n_permutations).
+
+    fit(matrix) -> self with eigenvalues_, null_mean_, null_quantile_, p_values_ (Series
+    PC0..) and n_components_ (int).
+    """
+
+    def __init__(self, n_permutations: int = 1000, quantile: float = 0.95, seed: int = 0,
+                 on: str = "gains", standardize: bool = False, impute_rank: int = 2, base: str = BASE):
+        self.n_permutations = n_permutations
+        self.quantile = quantile
+        self.seed = seed
+        self.on = on
+        self.standardize = standardize
+        self.impute_rank = impute_rank
+        self.base = base
+
+    def fit(self, matrix: pd.DataFrame) -> "ComponentCount":
+        data = adapter_rows(matrix, self.on, self.base)
+        if data.isna().to_numpy().any():
+            data = impute_lowrank(data, self.impute_rank)
+        x = data.to_numpy(dtype=float)
+        x = x - x.mean(axis=0)
+        if self.standardize:
+            std = x.std(axis=0, ddof=1)
+            x = x / np.where(std > 0, std, 1.0)
+        n, n_tasks = x.shape
+        if n < 3:
+            raise TraitmapError(f"counting components needs at least 3 adapters, got {n}")
+        rng = np.random.default_rng(self.seed)
+        order = rng.random((self.n_permutations, n, n_tasks)).argsort(axis=1)
+        permuted = np.take_along_axis(np.broadcast_to(x, order.shape), order, axis=1)
+        k = min(n - 1, n_tasks)
+        observed = (np.linalg.svd(x, compute_uv=False) ** 2 / (n - 1))[:k]
+        null = (np.linalg.svd(permuted, compute_uv=False) ** 2 / (n - 1))[:, :k]
+        names = component_names(k)
+        self.eigenvalues_ = pd.Series(observed, index=names)
+        self.null_mean_ = pd.Series(null.mean(axis=0), index=names)
+        self.null_quantile_ = pd.Series(np.quantile(null, self.quantile, axis=0), index=names)
+        self.p_values_ = pd.Series((1 + (null >= observed).sum(axis=0)) / (1 + self.n_permutations), index=names)
+        beats = (self.eigenvalues_ > self.null_quantile_).to_numpy()
+        self.n_components_ = int(k if beats.all() else beats.argmin())
+        return self
+
+    def to_dict(self) -> dict:
+        return {
+            "method": "parallel analysis, column-permutation null",
+            "n_permutations": self.n_permutations,
+            "quantile": self.quantile,
+            "n_components": self.n_components_,
+            "eigenvalues": self.eigenvalues_.to_dict(),
+            "null_quantile": self.null_quantile_.to_dict(),
+            "p_values": self.p_values_.to_dict(),
+        }
+
+
+def name_traits(loadings: pd.DataFrame, task_tags: dict[str, list[str]], overrides: dict[str, str] | None = None,
+                share: float = 0.5) -> pd.DataFrame:
+    """A signed name per component, e.g. "+math / -classification".
+
+    The top tasks of a sign are those whose |loading| is at least `share` of the
+    component's largest. Each side is named by its tag with the largest summed |loading|,
+    ignoring tags that every task carries or that both sides carry (they explain nothing);
+    a side with no such tag is named by its top task. `overrides` (the study's
+    trait_names) replace the suggestion but the suggestion is kept alongside.
+    """
+    overrides = overrides or {}
+    everywhere = set.intersection(*(set(task_tags.get(t, [])) for t in loadings.columns)) if len(loadings.columns) else set()
+    rows = []
+    for component, row in loadings.iterrows():
+        cut = share * row.abs().max()
+        positive = row[row >= cut].sort_values(ascending=False)
+        negative = row[row <= -cut].sort_values()
+        sides = {"+": positive, "-": negative}
+        tags_of = {sign: {t for task in side.index for t in task_tags.get(task, [])} for sign, side in sides.items()}
+        shared = (tags_of["+"] & tags_of["-"]) | everywhere
+        parts = []
+        for sign, side in sides.items():
+            if side.empty:
+                continue
+            weight = Counter()
+            for task, value in side.items():
+                for tag in task_tags.get(task, []):
+                    if tag not in shared:
+                        weight[tag] += abs(value)
+            label = max(sorted(weight), key=weight.get) if weight else side.index[0]
+            parts.append(f"{sign}{label}")
+        suggested = " / ".join(parts)
+        rows.append({
+            "component": component,
+            "name": overrides.get(component, suggested),
+            "suggested": suggested,
+            "positive_tasks": list(positive.index),
+            "negative_tasks": list(negative.index),
+        })
+    return pd.DataFrame(rows).set_index("component")
+
+
+def _task_tags(study, tasks) -> dict[str, list[str]]:
+    tags = {}
+    for task in tasks:
+        try:
+            tags[task] = list(study.task(task).tags)
+        except TraitmapError:
+            tags[task] = []
+    return tags
+
+
+def run(study, out_dir: Path) -> list[Path]:
+    """traits.json (names, stability, component count), trait_loadings_ci.csv,
+    trait_profiles.csv, trait_loto.csv."""
+    settings = analysis_settings(study)
+    common = dict(on=settings.get("pca_on", "gains"), standardize=bool(settings.get("standardize", False)))
+    stability = TraitStability(
+        n_components=int(settings.get("n_components", 4)),
+        n_boot=int(settings.get("trait_n_boot", 500)),
+        level=float(settings.get("ci_level", 0.95)),
+        seed=int(settings.get("bootstrap_seed", 0)),
+        align=settings.get("trait_align", "procrustes"),
+        **common,
+    ).fit(study.records())
+    point = stability.draws_.point
+    count = ComponentCount(seed=int(settings.get("bootstrap_seed", 0)), **common).fit(point) if len(point) > 3 else None
+    loadings = stability.reference_.loadings_
+    names = name_traits(loadings, _task_tags(study, loadings.columns), settings.get("trait_names"))
+    components = []
+    for component, row in stability.stability_.iterrows():
+        entry = {"component": component, **names.loc[component].to_dict(), **row.to_dict()}
+        if count is not None and component in count.p_values_.index:
+            entry.update(eigenvalue=count.eigenvalues_[component], null_quantile=count.null_quantile_[component],
+                         p_value=count.p_values_[component],
+                         beats_chance=bool(component in count.eigenvalues_.index[: count.n_components_]))
+        components.append(entry)
+    payload = {
+        "components": components,
+        "component_count": count.to_dict() if count is not None else None,
+        "stability": stability.to_dict(),
+        "notes": [
+            "bootstrap_stability: mean |cos| between each bootstrap refit (examples resampled, "
+            f"aligned by {stability.align}) and the reference loadings; near 1 = stable.",
+            "loto_min: the lowest |cos| when one task is left out; low means one task makes the component.",
+            "evr_low/evr_high: bootstrap spread of the explained variance; resampling adds noise, so strong "
+            "components' shares drop and weak ones' rise: read as spread, not as an unbiased interval.",
+            "Names are suggested from task tags; set analysis.trait_names to override.",
+        ],
+    }
+    profiles = stability.profiles_ci_.join(names["name"], on="component")
+    loadings_ci = stability.loadings_ci_.join(names["name"], on="component")
+    out_dir = Path(out_dir)
+    return [
+        write_json(out_dir / "traits.json", payload),
+        write_csv(out_dir / "trait_loadings_ci.csv", loadings_ci),
+        write_csv(out_dir / "trait_profiles.csv", profiles),
+        write_csv(out_dir / "trait_loto.csv", stability.loto_, index=True),
+    ]

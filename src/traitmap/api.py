@@ -1,0 +1,103 @@
+"""`Study.load(out_dir)`: a finished (or partly finished) study as pandas DataFrames.
+
+This is what analyses, the report and users' notebooks read. It only reads; running a
+study is `traitmap.run`'s job.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from traitmap import run, tasks
+from traitmap.errors import TraitmapError
+from traitmap.matrix import gains, transfer_matrix
+from traitmap.store import Store
+from traitmap.study import StudyConfig
+
+
+class Study:
+    def __init__(self, out_dir: Path, config: StudyConfig, saved: dict):
+        self.out_dir = Path(out_dir)
+        self.config = config
+        self.meta = {k: v for k, v in saved.items() if k != "config"}
+        self._store = Store(self.out_dir / run.DB_FILE)
+        self._target_examples: dict[str, list] = {}
+
+    @classmethod
+    def load(cls, out_dir: str | os.PathLike) -> "Study":
+        out_dir = Path(out_dir)
+        path = out_dir / run.CONFIG_FILE
+        if not path.is_file():
+            raise TraitmapError("not a traitmap output directory (no config.json)", file=out_dir)
+        saved = json.loads(path.read_text())
+        return cls(out_dir, StudyConfig.from_dict(saved["config"]), saved)
+
+    # where things live -----------------------------------------------------------------
+    @property
+    def analysis_dir(self) -> Path:
+        return self.out_dir / "analysis"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.out_dir / "cache"
+
+    @property
+    def data_dir(self) -> Path:
+        """The data dir of the run, unless TRAITMAP_DATA_DIR points elsewhere now."""
+        return Path(os.environ.get("TRAITMAP_DATA_DIR") or self.meta["data_dir"])
+
+    # results ---------------------------------------------------------------------------
+    @property
+    def models(self) -> list[str]:
+        return run.model_names(self.config)
+
+    @property
+    def matrix(self) -> pd.DataFrame:
+        return transfer_matrix(self._store.cells(), self.models, self.config.targets)
+
+    @property
+    def gains(self) -> pd.DataFrame:
+        return gains(self.matrix)
+
+    @property
+    def cells(self) -> pd.DataFrame:
+        return self._store.cells()
+
+    @property
+    def adapters(self) -> pd.DataFrame:
+        frame = self._store.adapters()
+        variants = {s.name: s.variant for s in self.config.sources}
+        frame["variant"] = frame["name"].map(lambda n: json.dumps(variants.get(n)) if variants.get(n) else "")
+        return frame
+
+    @property
+    def pca(self) -> dict:
+        path = self.out_dir / "pca.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    @property
+    def runs(self) -> pd.DataFrame:
+        return self._store.runs()
+
+    def records(self, task: str | None = None, model: str | None = None, adapter: str | None = None) -> pd.DataFrame:
+        """Per-example records; `adapter` is an alias of `model`."""
+        return self._store.records(task=task, model=model or adapter)
+
+    # the data behind the results -------------------------------------------------------
+    def task(self, name: str):
+        return tasks.get(name, extra_dirs=self.config.task_dirs)
+
+    def source_examples(self, adapter_name: str, seed: int | None = None) -> list:
+        return run.source_examples(self.config, adapter_name, self.data_dir, self.config.seed if seed is None else seed)
+
+    def target_examples(self, task_name: str) -> list:
+        if task_name not in self._target_examples:
+            self._target_examples[task_name] = run.target_examples(self.config, task_name, self.data_dir)
+        return self._target_examples[task_name]
+
+    def __repr__(self) -> str:
+        return f"Study({self.config.name!r}, {len(self.config.sources)} sources x {len(self.config.targets)} targets, out={self.out_dir})"

@@ -1,0 +1,333 @@
+"""The paper's core sections: the study, the transfer matrix, the traits, the examples.
+
+Each function turns the study's saved DataFrames into a Section: figures, tables and
+one or two sentences whose numbers come from this study.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from numbers import Number
+
+import numpy as np
+import pandas as pd
+
+from . import figures
+from .blocks import Details, Figure, Section, Table
+from .common import listing, missing, percent, points, read_csv, signed
+
+EXAMPLE_CAP = 3000
+TEXT_CAP = 6000  # characters kept per prompt/output in the example browser
+EXAMPLE_COLUMNS = ["model", "seed", "task", "example_id", "correct", "parsed", "gold", "prompt", "output"]
+
+
+# --- (1) the study -------------------------------------------------------------------------
+
+
+def duration(seconds: float) -> str:
+    seconds = int(round(float(seconds)))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h} h {m:02d} min" if h else f"{m} min {s:02d} s" if m else f"{s} s"
+
+
+def _flat(d: dict, prefix: str = "") -> list[tuple[str, object]]:
+    out = []
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.extend(_flat(value, name + "."))
+        else:
+            out.append((name, value))
+    return out
+
+
+def _show(key: str, value: object) -> str:
+    if isinstance(value, Number) and not isinstance(value, bool) and key.endswith(("runtime", "seconds", "_s")):
+        return duration(value)
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
+def _first(meta: dict, *keys: str):
+    flat = dict(_flat(meta))
+    for key in keys:
+        if flat.get(key) not in (None, ""):
+            return flat[key]
+    return None
+
+
+def study_section(study, records: pd.DataFrame) -> Section:
+    config, meta = study.config, dict(study.meta or {})
+    sources = list(config.sources)
+    adapters = [m for m in study.matrix.index if m != "base"]
+    seeds = list(getattr(config, "seeds", []) or [])
+    sentences = [
+        f"{config.name}: {len(adapters)} LoRA adapters on {config.base_model}, each trained on one of "
+        f"{len(sources)} sources, evaluated with the base model on {len(config.targets)} target tasks "
+        f"({len(records):,} scored examples"
+        + (f", training seed{'s' if len(seeds) > 1 else ''} {listing([str(s) for s in seeds])})." if seeds else ").")
+    ]
+    runtime = _first(meta, "runtime_s", "runtime_seconds", "runtime", "seconds", "elapsed_s")
+    started, finished = _first(meta, "started", "started_at"), _first(meta, "finished", "finished_at")
+    machine = _first(meta, "machine", "host", "device", "gpu")
+    when = []
+    if runtime is not None:
+        when.append(f"The run took {duration(runtime)}")
+    if started and finished:
+        when.append(f"from {started} to {finished}")
+    if machine:
+        when.append(f"on {machine}")
+    if when:
+        sentences.append((" ".join(when) if when[0].startswith("The") else "It ran " + " ".join(when)) + ".")
+
+    cfg = config.to_dict()
+    overview = [["base model", str(config.base_model)],
+                ["targets", ", ".join(map(str, config.targets))],
+                ["seeds", ", ".join(map(str, seeds)) or "—"]]
+    overview += [[k, _show(k, v)] for k, v in _flat(cfg)
+                 if k not in ("name", "base_model", "targets", "seeds") and not k.startswith("sources")
+                 and not isinstance(v, (list, tuple))]
+    source_rows = [[str(s.name), str(s.task), str(getattr(s, "variant", None) or "—")] for s in sources]
+    blocks = [
+        Table(columns=["setting", "value"], rows=overview, caption="Resolved configuration", numeric=False),
+        Table(columns=["source", "task", "variant"], rows=source_rows, caption="Sources (one adapter each)",
+              numeric=False),
+    ]
+    if meta:
+        blocks.append(Table(columns=["run", "value"], rows=[[k, _show(k, v)] for k, v in _flat(meta)],
+                            caption="Run and versions", numeric=False))
+    blocks.append(Details(summary="Exact resolved configuration (JSON)",
+                          text=json.dumps(cfg, indent=2, default=str, ensure_ascii=False)))
+    return Section(id="study", title="The study", sentences=sentences, blocks=blocks)
+
+
+def glance(study) -> list[tuple[str, str, str]]:
+    """Headline numbers for the top of the page: (label, value, detail)."""
+    g = study.gains.stack().dropna()
+    cards = []
+    if len(g):
+        (bm, bt), (wm, wt) = g.idxmax(), g.idxmin()
+        cards += [("largest gain", points(g.max()), f"{bm} → {bt}"),
+                  ("largest loss", points(g.min()), f"{wm} → {wt}"),
+                  ("cells that help", f"{int((g > 0).sum())} / {len(g)}", "adapter–target pairs above base")]
+    pca = getattr(study, "pca", None)
+    ratio = (pca or {}).get("explained_variance_ratio")
+    if ratio:
+        values = list(ratio.values()) if isinstance(ratio, dict) else list(ratio)
+        k = min(4, len(values))
+        cards.append((f"variance in {k} trait{'s' if k > 1 else ''}", f"{sum(values[:k]) * 100:.0f}%",
+                      f"of the {pca.get('on', 'gains')}"))
+    return cards
+
+
+# --- (2) the transfer matrix ---------------------------------------------------------------
+
+
+def _ci_hover(study, matrix: pd.DataFrame, value: str, low: str, high: str, as_gain: bool) -> list[list[str]] | None:
+    ci, _ = read_csv(study, "matrix_ci.csv", ["model", "task", value, low, high])
+    if ci is None:
+        return None
+    ci = ci.set_index(["model", "task"])
+    fmt = points if as_gain else percent
+    unit = " pts" if as_gain else ""
+    rows = []
+    for model in matrix.index:
+        row = []
+        for task in matrix.columns:
+            v = matrix.loc[model, task]
+            text = f"{figures.esc(model)} → {figures.esc(task)}<br>{fmt(v)}{unit}" if pd.notna(v) else "no score"
+            if (model, task) in ci.index:
+                c = ci.loc[(model, task)]
+                text += f"<br>interval {fmt(c[low])} to {fmt(c[high])}"
+                if "n" in ci.columns and pd.notna(c["n"]):
+                    text += f"<br>n = {int(c['n'])}"
+            row.append(text)
+        rows.append(row)
+    return rows
+
+
+def matrix_section(study) -> Section:
+    matrix, gains = study.matrix, study.gains
+    sentences = []
+    g = gains.stack().dropna()
+    if len(g):
+        (best_model, best_task), best = g.idxmax(), g.max()
+        (worst_model, worst_task), worst = g.idxmin(), g.min()
+        if best > 0:
+            first = f"The {best_model} adapter gains most on {best_task} ({points(best)} points)"
+        else:
+            first = f"No adapter beats the base model anywhere; the closest is {best_model} on {best_task} ({points(best)})"
+        if worst < 0 and (worst_model, worst_task) != (best_model, best_task):
+            first += f"; {worst_model} hurts {worst_task} most ({points(worst)})."
+        else:
+            first += "; no adapter falls below the base model on any target."
+        sentences.append(first)
+        mean = gains.mean(axis=1).dropna().sort_values()
+        second = f"{int((g > 0).sum())} of {len(g)} adapter–target cells beat the base model"
+        ci, _ = read_csv(study, "matrix_ci.csv", ["model", "task", "gain_low", "gain_high"])
+        if ci is not None:
+            ci = ci[ci["model"] != "base"]
+            second += (f" ({int((ci['gain_low'] > 0).sum())} with an interval above zero, "
+                       f"{int((ci['gain_high'] < 0).sum())} below)")
+        if len(mean) > 1:
+            second += (f"; averaged over targets, {mean.index[-1]} transfers best ({points(mean.iloc[-1])}) "
+                       f"and {mean.index[0]} worst ({points(mean.iloc[0])}).")
+        else:
+            second += "."
+        sentences.append(second)
+    scores = matrix * 100
+    blocks = [
+        Figure.of("fig-matrix", figures.heatmap(
+            scores, colorbar="score (%)", label=lambda v: f"{v:.1f}", zmin=0, zmax=100,
+            hover=_ci_hover(study, matrix, "score", "low", "high", as_gain=False)),
+            caption="Transfer matrix: score of each model (rows; base first) on each target task (columns), in %."),
+        Figure.of("fig-gains", figures.heatmap(
+            gains * 100, colorbar="gain (points)", label=lambda v: signed(v, 1), diverging=True,
+            hover=_ci_hover(study, gains, "gain", "gain_low", "gain_high", as_gain=True)),
+            caption="Gains over the base model in percentage points: blue helps, red hurts."),
+    ]
+    return Section(id="matrix", title="Transfer matrix", sentences=sentences, blocks=blocks)
+
+
+# --- (3) traits ----------------------------------------------------------------------------
+
+
+def _is_component(key: object, components: list[str]) -> bool:
+    return str(key) in components or str(key).upper().startswith("PC")
+
+
+def _frame(value, components: list[str], names: list[str], components_first: bool) -> pd.DataFrame:
+    """Loadings or scores as (tasks or adapters) x components, whichever way round they were saved.
+
+    Nested lists follow scikit-learn unless their shape says otherwise: `components_` is
+    components x tasks (components_first), `transform()` output is adapters x components.
+    """
+    if isinstance(value, dict):
+        df = pd.DataFrame({k: pd.Series(v) for k, v in value.items()})
+        return df if all(_is_component(k, components) for k in value) else df.T
+    arr = np.asarray(value, dtype=float).reshape(len(value), -1)
+    flipped = (len(components), len(names))
+    if arr.shape == flipped and (components_first or arr.shape != (len(names), len(components))):
+        arr = arr.T
+    return pd.DataFrame(arr, index=names[: arr.shape[0]], columns=components[: arr.shape[1]])
+
+
+def pca_frames(pca: dict, gains: pd.DataFrame) -> tuple[pd.Series, pd.DataFrame, pd.DataFrame]:
+    """(explained variance ratio, loadings tasks x PCs, scores adapters x PCs) from pca.json.
+
+    Accepts {PC: {task: v}} or {task: {PC: v}} or nested lists (then names come from
+    "tasks"/"adapters" keys, else from the gains matrix).
+    """
+    ratio = pca.get("explained_variance_ratio", [])
+    components = [str(c) for c in pca.get("components") or
+                  (list(ratio) if isinstance(ratio, dict) else [f"PC{i}" for i in range(len(ratio))])]
+    ratio = pd.Series(ratio if not isinstance(ratio, dict) else [ratio[c] for c in components],
+                      index=components[: len(ratio)], dtype=float)
+    tasks = [str(t) for t in pca.get("tasks") or gains.columns]
+    adapters = [str(a) for a in pca.get("adapters") or pca.get("models") or gains.index]
+    loadings = _frame(pca.get("loadings", {}), components, tasks, components_first=True)
+    scores = _frame(pca.get("scores", {}), components, adapters, components_first=False)
+    order = [c for c in components if c in loadings.columns]
+    return ratio, loadings[order], scores[[c for c in order if c in scores.columns]]
+
+
+def _loading_phrase(column: pd.Series) -> str:
+    top = column.sort_values()
+    hi, lo = top.index[-1], top.index[0]
+    text = f"{column.name} loads most on {hi} ({signed(top.iloc[-1])})"
+    if len(top) > 1:
+        if top.iloc[0] < 0:
+            text += f" and against {lo} ({signed(top.iloc[0])})"
+        else:
+            second = top.index[-2]
+            text += f" and {second} ({signed(top.iloc[-2])})"
+    return text
+
+
+def traits_section(study) -> Section:
+    title = "Latent traits"
+    pca = getattr(study, "pca", None)
+    if not pca:
+        return missing("traits", title, "Not computed for this study (no pca.json).")
+    ratio, loadings, scores = pca_frames(pca, study.gains)
+    if ratio.empty or loadings.empty:
+        return missing("traits", title, "pca.json has no explained variance or loadings; nothing drawn.")
+    on = pca.get("on", "gains")
+    k = min(4, len(ratio))
+    sentences = [
+        f"The first {k} component{'s' if k > 1 else ''} explain{'' if k > 1 else 's'} "
+        f"{ratio.iloc[:k].sum() * 100:.0f}% of the variance of the {on} ({ratio.index[0]} alone "
+        f"{ratio.iloc[0] * 100:.0f}%; the paper's first four explain about 75%).",
+        "; ".join(_loading_phrase(loadings[c]) for c in loadings.columns[:2]) + ".",
+    ]
+    if not scores.empty:
+        carriers = [f"{scores[c].idxmax()} the most {c} ({signed(scores[c].max())})" for c in scores.columns[:2]]
+        sentences.append("Among the adapters, " + carriers[0].replace(" the most", " carries the most", 1)
+                         + (f" and {carriers[1]}." if len(carriers) > 1 else "."))
+    blocks = [
+        Figure.of("fig-scree", figures.scree(ratio),
+                  caption=f"Variance of the {on} explained by each principal component."),
+        Figure.of("fig-loadings", figures.heatmap(loadings, colorbar="loading", label=signed,
+                                                  diverging=True),
+                  caption="Loadings: which target tasks move together along each component."),
+    ]
+    if not scores.empty and len(scores.columns) >= 2:
+        x, y = scores.columns[:2]
+        blocks.append(Figure.of("fig-biplot", figures.biplot(scores, loadings, x, y),
+                                caption=f"Biplot: adapters' weights on {x} and {y}; arrows are task loadings "
+                                        f"(rescaled to the points' spread)."))
+    if not scores.empty:
+        blocks.append(Figure.of("fig-profiles", figures.profiles(scores[scores.columns[:4]]),
+                                caption="Trait profiles: each adapter's weight on the leading components."))
+    return Section(id="traits", title=title, sentences=sentences, blocks=blocks)
+
+
+# --- (last) the example browser -------------------------------------------------------------
+
+
+def _clip(value: object) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    text = str(value)
+    if len(text) > TEXT_CAP:
+        return text[:TEXT_CAP] + f"\n… [{len(text) - TEXT_CAP:,} more characters not shown]"
+    return text
+
+
+def example_rows(records: pd.DataFrame, cap: int = EXAMPLE_CAP) -> tuple[dict, int]:
+    """Records for the browser as {columns, rows}, at most `cap`, spread evenly over (model, task)."""
+    total = len(records)
+    if total > cap:
+        groups = records.groupby(["model", "task"], sort=False)
+        per = max(1, cap // groups.ngroups)
+        records = groups.head(per).head(cap)
+    rows = []
+    for rec in records.itertuples(index=False):
+        r = rec._asdict()
+        correct = r.get("correct")
+        rows.append([
+            str(r.get("model", "")), int(r["seed"]) if pd.notna(r.get("seed")) else None, str(r.get("task", "")),
+            str(r.get("example_id", "")), None if correct is None or pd.isna(correct) else bool(correct >= 0.5),
+            _clip(r.get("parsed")), _clip(r.get("gold")), _clip(r.get("prompt")), _clip(r.get("output")),
+        ])
+    return {"columns": EXAMPLE_COLUMNS, "rows": rows}, total
+
+
+def examples_section(records: pd.DataFrame) -> tuple[Section, dict]:
+    data, total = example_rows(records)
+    shown = len(data["rows"])
+    sentences = []
+    if total:
+        acc = records.groupby("model")["correct"].mean().sort_values()
+        sentences.append(f"{total:,} scored examples; {shown:,} are embedded below"
+                         + (f" (capped at {EXAMPLE_CAP:,}, spread evenly over models and tasks)." if shown < total else ".")
+                         )
+        if len(acc) > 1:
+            sentences.append(f"Over all its examples, {acc.index[-1]} is right most often ({percent(acc.iloc[-1])}) "
+                             f"and {acc.index[0]} least ({percent(acc.iloc[0])}).")
+    section = Section(id="examples", title="Examples", sentences=sentences,
+                      note=None if total else "No scored examples in this study.")
+    return section, data

@@ -1,0 +1,310 @@
+"""Walk a study's plan: train the adapters that are missing, evaluate the cells that are
+missing, then write the matrix, gains, PCA, analyses and report.
+
+Everything finished is kept: an adapter is moved into place only when complete and a
+cell's records are committed in one transaction, so rerunning a killed study recomputes
+nothing that finished and ends with the same matrix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import random
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from traitmap import data, tasks
+from traitmap.errors import TraitmapError
+from traitmap.study import StudyConfig
+from traitmap.store import Store, write_atomic, write_json
+
+CONFIG_FILE = "config.json"
+DB_FILE = "traitmap.sqlite"
+# Settings that finished work depends on: changing them in an existing output dir is refused.
+FROZEN_KEYS = ("base_model", "train", "eval")
+
+
+@dataclass(frozen=True)
+class Plan:
+    adapters: list[tuple[str, int]]          # (adapter name, seed)
+    cells: list[tuple[str, int, str]]        # (model, seed, task); base has seed -1
+    done_adapters: set[tuple[str, int]]
+    done_cells: set[tuple[str, int, str]]
+
+    @property
+    def todo_adapters(self) -> list[tuple[str, int]]:
+        return [a for a in self.adapters if a not in self.done_adapters]
+
+    @property
+    def todo_cells(self) -> list[tuple[str, int, str]]:
+        return [c for c in self.cells if c not in self.done_cells]
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def progress_bar(console: Console) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False,
+    )
+
+
+def versions() -> dict:
+    import importlib.metadata as md
+
+    found = {"python": platform.python_version()}
+    for pkg in ("traitmap", "torch", "transformers", "peft", "datasets", "scikit-learn", "pandas", "spacy", "sentence-transformers"):
+        try:
+            found[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return found
+
+
+def machine() -> dict:
+    return {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count()}
+
+
+def check_tasks(config: StudyConfig) -> None:
+    """Every source and target names a known task; every source may be trained on."""
+    for s in config.sources:
+        task = tasks.get(s.task, extra_dirs=config.task_dirs)
+        task.check_trainable()
+    for t in config.targets:
+        tasks.get(t, extra_dirs=config.task_dirs).check_evaluable()
+
+
+def make_plan(config: StudyConfig, store: Store | None = None) -> Plan:
+    adapters = [(s.name, seed) for s in config.sources for seed in config.seeds]
+    cells = [("base", -1, t) for t in config.targets]
+    cells += [(name, seed, t) for name, seed in adapters for t in config.targets]
+    done_adapters = {a for a in adapters if store is not None and store.adapter_done(*a)}
+    return Plan(adapters, cells, done_adapters, store.done_cells() if store is not None else set())
+
+
+def model_names(config: StudyConfig) -> list[str]:
+    return ["base"] + [s.name for s in config.sources]
+
+
+def source_examples(config: StudyConfig, source_name: str, data_dir: Path, seed: int) -> list:
+    """The rows an adapter trains on: the source's train split, its variant, then a seeded sample."""
+    source = config.source(source_name)
+    task = tasks.get(source.task, extra_dirs=config.task_dirs)
+    task.check_trainable()
+    examples = task.examples("train", data_dir, limit=config.train.examples, seed=seed)
+    if source.variant:
+        examples = data.apply_variant(examples, source.variant, task, seed)
+    return examples
+
+
+def target_examples(config: StudyConfig, task_name: str, data_dir: Path) -> list:
+    """The evaluated examples of a target: the same for every model (seeded by the study seed)."""
+    task = tasks.get(task_name, extra_dirs=config.task_dirs)
+    return task.examples("test", data_dir, limit=config.eval.limit_for(task_name), seed=config.seed)
+
+
+def prepare_out_dir(config: StudyConfig, out_dir: Path, data_dir: Path) -> Store:
+    """Create or reopen an output dir; refuse one whose finished work used other settings."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    saved_path = out_dir / CONFIG_FILE
+    current = config.to_dict()
+    if saved_path.is_file():
+        saved = json.loads(saved_path.read_text())["config"]
+        for key in FROZEN_KEYS:
+            if saved.get(key) != current.get(key):
+                raise TraitmapError(
+                    f"this output directory holds a study run with a different '{key}'; use a new --out directory",
+                    file=saved_path, field=key,
+                )
+        old_sources = {s["name"]: s for s in saved["sources"]}
+        for s in current["sources"]:
+            if s["name"] in old_sources and old_sources[s["name"]] != s:
+                raise TraitmapError(
+                    f"source '{s['name']}' was defined differently in the finished run; rename it or use a new --out",
+                    file=saved_path, field="sources",
+                )
+    write_json(saved_path, {"config": current, "data_dir": str(data_dir), "seeds": config.seeds, "versions": versions(), "machine": machine()})
+    return Store(out_dir / DB_FILE)
+
+
+def train_missing(config: StudyConfig, store: Store, out_dir: Path, data_dir: Path, model_dir: Path, console: Console) -> None:
+    from traitmap.train import total_steps, train_adapter
+
+    plan = make_plan(config, store)
+    todo = plan.todo_adapters
+    if not todo:
+        return
+    with progress_bar(console) as bar:
+        for name, seed in todo:
+            source = config.source(name)
+            examples = source_examples(config, name, data_dir, seed)
+            steps = total_steps(config.train, len(examples))
+            job = bar.add_task(f"train {name} (seed {seed})", total=steps, info="")
+            path = adapter_path(out_dir, name, seed)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            log = train_adapter(
+                model_dir, examples, config.train, seed, path,
+                progress=lambda step, total, loss: bar.update(job, completed=step, info=f"loss {loss:.3f}"),
+            )
+            store.add_adapter(name, seed, source.task, source.variant, path, {k: v for k, v in log.items() if k != "log"}, now())
+
+
+def adapter_path(out_dir: Path, name: str, seed: int) -> Path:
+    return out_dir / "adapters" / name / f"seed{seed}"
+
+
+def evaluate_missing(config: StudyConfig, store: Store, out_dir: Path, data_dir: Path, model_dir: Path, console: Console) -> None:
+    from traitmap.evaluate import evaluate_cell
+    from traitmap.models import load_model, load_tokenizer
+
+    plan = make_plan(config, store)
+    todo = plan.todo_cells
+    if not todo:
+        return
+    missing = [a for a in {(m, s) for m, s, _ in todo if m != "base"} if not store.adapter_done(*a)]
+    if missing:
+        raise TraitmapError(f"adapter '{missing[0][0]}' (seed {missing[0][1]}) is not trained yet: run `traitmap train` first")
+    tokenizer = load_tokenizer(model_dir)
+    model = load_model(model_dir)
+    adapters = AdapterSwitch(model, out_dir, model_dir)
+    examples_by_task = {t: target_examples(config, t, data_dir) for t in config.targets}
+    with progress_bar(console) as bar:
+        overall = bar.add_task("evaluate (cells)", total=len(todo), info="")
+        for model_name, seed, task_name in todo:
+            task = tasks.get(task_name, extra_dirs=config.task_dirs)
+            examples = examples_by_task[task_name]
+            job = bar.add_task(f"  {model_name} on {task_name}", total=len(examples), info="")
+            start = time.perf_counter()
+            with adapters.use(model_name, seed) as active:
+                records = evaluate_cell(
+                    active, tokenizer, task, examples, model_name=model_name, seed=seed,
+                    batch_size=config.eval.batch_size, max_new_tokens=config.eval.max_new_tokens.get(task_name),
+                    progress=lambda n: bar.advance(job, n),
+                )
+            seconds = time.perf_counter() - start
+            store.add_cell(model_name, seed, task_name, records, seconds, now())
+            score = sum(r["correct"] for r in records) / max(1, len(records))
+            bar.update(job, info=f"{task.metric} {score:.3f}", completed=len(examples))
+            bar.remove_task(job)
+            bar.advance(overall)
+            console.print(f"  {model_name:<28} {task_name:<22} {task.metric} {score:.3f}  ({seconds:.0f} s)")
+
+
+class AdapterSwitch:
+    """One base model in memory, each adapter loaded once and switched in by name.
+
+    A failed adapter load is an error, never a silent fall-back to the base model (the
+    authors' code had that bug), and the active adapter is checked before every cell.
+    """
+
+    def __init__(self, model, out_dir: Path, model_dir: Path):
+        self.base, self.peft, self.out_dir, self.model_dir = model, None, out_dir, model_dir
+        self.keys: dict[tuple[str, int], str] = {}
+
+    def _load(self, name: str, seed: int) -> str:
+        from peft import PeftModel
+
+        path = adapter_path(self.out_dir, name, seed)
+        key = f"a{len(self.keys)}"
+        try:
+            if self.peft is None:
+                self.peft = PeftModel.from_pretrained(self.base, path, adapter_name=key, is_trainable=False)
+            else:
+                self.peft.load_adapter(path, adapter_name=key, is_trainable=False)
+        except Exception as e:
+            raise TraitmapError(f"adapter '{name}' (seed {seed}) failed to load: {e}", file=path) from None
+        self.peft.eval()
+        self.keys[(name, seed)] = key
+        return key
+
+    @contextlib.contextmanager
+    def use(self, name: str, seed: int):
+        """The model to evaluate as `name`: the base model, or the base with that adapter active."""
+        if name == "base":
+            if self.peft is None:
+                yield self.base
+            else:
+                with self.peft.disable_adapter():
+                    yield self.peft
+            return
+        key = self.keys.get((name, seed)) or self._load(name, seed)
+        self.peft.set_adapter(key)
+        if self.peft.active_adapter != key:
+            raise TraitmapError(f"adapter '{name}' could not be activated")
+        yield self.peft
+
+
+def write_matrix_files(out_dir: Path, matrix) -> None:
+    """matrix.csv (base and adapters x targets) and gains.csv (adapters minus base)."""
+    from traitmap.matrix import gains
+
+    write_atomic(out_dir / "matrix.csv", matrix.to_csv(float_format="%.6g"))
+    if len(matrix) > 1:
+        write_atomic(out_dir / "gains.csv", gains(matrix).to_csv(float_format="%.6g"))
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def write_pca(study, *, on: str = "gains", standardize: bool = False, n_components: int = 4):
+    """pca.json for the study's matrix; returns the fitted TraitPCA."""
+    from traitmap.analysis.pca import TraitPCA
+
+    result = TraitPCA(n_components=n_components, on=on, standardize=standardize).fit(study.matrix)
+    write_json(study.out_dir / "pca.json", result.to_dict())
+    return result
+
+
+def run_study(config: StudyConfig, out_dir: Path, data_dir: Path, *, console: Console,
+              steps: tuple[str, ...] = ("train", "evaluate", "analyze", "report")) -> Path | None:
+    """Do the given steps of a study, skipping finished work; returns the report's path if built."""
+    from traitmap import models
+    from traitmap.api import Study
+
+    seed_everything(config.seed)
+    out_dir = Path(out_dir)
+    store = prepare_out_dir(config, out_dir, data_dir)
+    started, clock = now(), time.perf_counter()
+    run_id = store.start_run(started, " ".join(steps), config.to_dict(), versions(), machine())
+    try:
+        model_dir = models.resolve(config.base_model) if {"train", "evaluate"} & set(steps) else None
+        if "train" in steps:
+            train_missing(config, store, out_dir, data_dir, model_dir, console)
+        if "evaluate" in steps:
+            evaluate_missing(config, store, out_dir, data_dir, model_dir, console)
+        study = Study.load(out_dir)
+        write_matrix_files(out_dir, study.matrix)
+        complete = not make_plan(config, store).todo_cells
+        if complete and len(config.sources) >= 2 and len(config.targets) >= 2:
+            settings = config.analysis
+            write_pca(study, on=settings.get("pca_on", "gains"), standardize=bool(settings.get("standardize", False)),
+                      n_components=int(settings.get("n_components", 4)))
+        if "analyze" in steps and complete:
+            from traitmap import analysis
+
+            analysis.run_all(study, console=console)
+        report = None
+        if "report" in steps:
+            from traitmap.report import build_report
+
+            report = build_report(study, out_dir)
+    finally:
+        store.finish_run(run_id, now(), time.perf_counter() - clock)
+        store.close()
+    return report

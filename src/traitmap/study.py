@@ -1,0 +1,257 @@
+"""The study file (TOML) -> a validated, resolved `StudyConfig`, and the plan it implies.
+
+A study says which base model, which sources (one LoRA adapter each, optionally a
+variant such as `mislabel`), which targets, and the training and evaluation budgets.
+Validation happens here, once, so that later steps can trust the config: every mistake
+is reported as a TraitmapError naming the file, line and field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from traitmap.errors import TraitmapError
+
+# Training presets. "cpu" is sized for a laptop and a few minutes per adapter; "paper"
+# mirrors the authors' released code (PAPER.md, "What the authors' released code does").
+PRESETS: dict[str, dict] = {
+    "cpu": dict(
+        r=8, alpha=16, dropout=0.0,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        lr=1e-3, scheduler="cosine", warmup_steps=2, weight_decay=0.0, max_grad_norm=1.0,
+        batch_size=4, grad_accum=1, steps=16, epochs=None, examples=64, max_length=192,
+        # fp32: CPUs without native bf16 (no AVX512-BF16/AMX) run bf16 autocast ~30x slower.
+        loss_on="answer", precision="fp32",
+    ),
+    "paper": dict(
+        r=64, alpha=32, dropout=0.0,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        lr=5e-5, scheduler="cosine", warmup_steps=100, weight_decay=0.0, max_grad_norm=1.0,
+        batch_size=16, grad_accum=4, steps=None, epochs=1, examples=None, max_length=2048,
+        loss_on="answer", precision="bf16",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    preset: str
+    r: int
+    alpha: int
+    dropout: float
+    target_modules: list[str]
+    lr: float
+    scheduler: str
+    warmup_steps: int
+    weight_decay: float
+    max_grad_norm: float
+    batch_size: int
+    grad_accum: int
+    steps: int | None
+    epochs: int | None
+    examples: int | None
+    max_length: int
+    loss_on: str
+    precision: str
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    examples: int | None = 50
+    limits: dict[str, int] = field(default_factory=dict)
+    batch_size: int = 16
+    max_new_tokens: dict[str, int] = field(default_factory=dict)
+
+    def limit_for(self, task: str) -> int | None:
+        return self.limits.get(task, self.examples)
+
+
+@dataclass(frozen=True)
+class Source:
+    """One adapter to train: a task's training split, optionally transformed by a variant."""
+
+    name: str
+    task: str
+    variant: dict | None = None
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    name: str
+    base_model: str
+    sources: list[Source]
+    targets: list[str]
+    seeds: list[int]
+    train: TrainConfig
+    eval: EvalConfig
+    data_dir: str | None = None
+    task_dirs: list[str] = field(default_factory=list)
+    analysis: dict = field(default_factory=dict)
+    path: str | None = None
+
+    @property
+    def seed(self) -> int:
+        return self.seeds[0]
+
+    def source(self, name: str) -> Source:
+        for s in self.sources:
+            if s.name == name:
+                return s
+        raise TraitmapError(f"no source named '{name}' in study '{self.name}'")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "StudyConfig":
+        d = dict(d)
+        d["sources"] = [Source(**s) for s in d["sources"]]
+        d["train"] = TrainConfig(**d["train"])
+        d["eval"] = EvalConfig(**d["eval"])
+        return cls(**d)
+
+
+TOP_KEYS = {"name", "base_model", "sources", "targets", "seeds", "train", "eval", "data_dir", "task_dirs", "analysis"}
+EVAL_KEYS = {f.name for f in dataclasses.fields(EvalConfig)}
+
+
+def _line_of(text: str, key: str) -> int | None:
+    """Best-effort line number of `key = ...` in a TOML text, for error messages."""
+    for i, line in enumerate(text.splitlines(), 1):
+        if re.match(rf"\s*{re.escape(key)}\s*=", line) or re.match(rf"\s*\[+\s*{re.escape(key)}\s*\]+", line):
+            return i
+    return None
+
+
+def load(path: str | os.PathLike) -> StudyConfig:
+    """Read and validate a study file. Task names are checked later, against the registry."""
+    path = Path(path)
+    if not path.is_file():
+        raise TraitmapError("study file not found", file=path)
+    text = path.read_text(encoding="utf-8")
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise TraitmapError(f"not valid TOML: {e}", file=path) from None
+    return parse(raw, path=path, text=text)
+
+
+def parse(raw: dict, *, path: Path | None = None, text: str = "") -> StudyConfig:
+    def fail(msg: str, key: str) -> TraitmapError:
+        return TraitmapError(msg, file=path or "<study>", line=_line_of(text, key.split(".")[-1]), field=key)
+
+    unknown = set(raw) - TOP_KEYS
+    if unknown:
+        k = sorted(unknown)[0]
+        raise fail(f"unknown key (expected one of {', '.join(sorted(TOP_KEYS))})", k)
+    for key in ("name", "base_model", "sources", "targets"):
+        if key not in raw:
+            raise fail("missing required key", key)
+    if not isinstance(raw["name"], str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", raw["name"]):
+        raise fail("must be a simple name (letters, digits, '-', '_', '.')", "name")
+
+    sources = []
+    for i, s in enumerate(raw["sources"]):
+        if isinstance(s, str):
+            s = {"task": s}
+        if not isinstance(s, dict) or "task" not in s:
+            raise fail(f"source #{i + 1} must be a task name or a table with 'task'", "sources")
+        extra = set(s) - {"task", "name", "variant"}
+        if extra:
+            raise fail(f"source #{i + 1}: unknown key '{sorted(extra)[0]}'", "sources")
+        variant = s.get("variant")
+        if variant is not None and (not isinstance(variant, dict) or "kind" not in variant):
+            raise fail(f"source #{i + 1}: variant must be a table with 'kind'", "variant")
+        name = s.get("name") or (s["task"] if variant is None else f"{s['task']}@{variant['kind']}")
+        if name == "base" or not re.fullmatch(r"[A-Za-z0-9_.@-]+", name):
+            raise fail(f"source #{i + 1}: '{name}' is not a usable adapter name", "sources")
+        sources.append(Source(name=name, task=s["task"], variant=variant))
+    names = [s.name for s in sources]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise fail(f"two sources are both named '{dupes[0]}': give one a 'name'", "sources")
+    if not sources:
+        raise fail("a study needs at least one source", "sources")
+
+    targets = raw["targets"]
+    if not isinstance(targets, list) or not targets or not all(isinstance(t, str) for t in targets):
+        raise fail("must be a non-empty list of task names", "targets")
+    if len(set(targets)) != len(targets):
+        raise fail("a target is listed twice", "targets")
+
+    seeds = raw.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(x, int) and x >= 0 for x in seeds):
+        raise fail("must be a non-empty list of non-negative integers", "seeds")
+
+    train_raw = dict(raw.get("train", {}))
+    preset = train_raw.pop("preset", "cpu")
+    if preset not in PRESETS:
+        raise fail(f"unknown preset '{preset}' (choose from {', '.join(PRESETS)})", "train.preset")
+    values = dict(PRESETS[preset])
+    for k, v in train_raw.items():
+        if k not in values:
+            raise fail(f"unknown training option (expected one of {', '.join(sorted(values))})", f"train.{k}")
+        values[k] = v
+    train = TrainConfig(preset=preset, **values)
+    _check_train(train, fail)
+
+    eval_raw = raw.get("eval", {})
+    bad = set(eval_raw) - EVAL_KEYS
+    if bad:
+        raise fail(f"unknown evaluation option (expected one of {', '.join(sorted(EVAL_KEYS))})", f"eval.{sorted(bad)[0]}")
+    ev = EvalConfig(**eval_raw)
+    if ev.examples is not None and (not isinstance(ev.examples, int) or ev.examples < 1):
+        raise fail("must be a positive integer", "eval.examples")
+    if not isinstance(ev.batch_size, int) or ev.batch_size < 1:
+        raise fail("must be a positive integer", "eval.batch_size")
+
+    return StudyConfig(
+        name=raw["name"], base_model=str(raw["base_model"]), sources=sources, targets=list(targets),
+        seeds=list(seeds), train=train, eval=ev, data_dir=raw.get("data_dir"),
+        task_dirs=[str((path.parent if path else Path(".")) / d) for d in raw.get("task_dirs", [])],
+        analysis=dict(raw.get("analysis", {})), path=str(path) if path else None,
+    )
+
+
+def _check_train(t: TrainConfig, fail) -> None:
+    positive_ints = ["r", "alpha", "batch_size", "grad_accum", "max_length"]
+    for k in positive_ints:
+        v = getattr(t, k)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise fail("must be a positive integer", f"train.{k}")
+    for k in ("steps", "epochs", "examples"):
+        v = getattr(t, k)
+        if v is not None and (not isinstance(v, int) or v < 1):
+            raise fail("must be a positive integer", f"train.{k}")
+    if (t.steps is None) == (t.epochs is None):
+        raise fail("set exactly one of 'steps' and 'epochs'", "train.steps")
+    if not (isinstance(t.lr, (int, float)) and 0 < t.lr < 1):
+        raise fail("must be a number between 0 and 1", "train.lr")
+    if not (0 <= t.dropout < 1):
+        raise fail("must be in [0, 1)", "train.dropout")
+    if t.loss_on not in ("answer", "all"):
+        raise fail("must be 'answer' or 'all'", "train.loss_on")
+    if t.precision not in ("bf16", "fp32"):
+        raise fail("must be 'bf16' or 'fp32'", "train.precision")
+    if t.scheduler not in ("cosine", "linear", "constant"):
+        raise fail("must be 'cosine', 'linear' or 'constant'", "train.scheduler")
+    if not t.target_modules or not all(isinstance(m, str) for m in t.target_modules):
+        raise fail("must be a non-empty list of module names", "train.target_modules")
+
+
+def resolve_data_dir(config: StudyConfig, override: str | None = None) -> Path:
+    """Where task files are read from: --data-dir, then TRAITMAP_DATA_DIR, then the study file."""
+    chosen = override or os.environ.get("TRAITMAP_DATA_DIR") or config.data_dir
+    if not chosen:
+        raise TraitmapError(
+            "no data directory: pass --data-dir, set TRAITMAP_DATA_DIR, or set data_dir in the study file"
+        )
+    p = Path(chosen).expanduser()
+    if not p.is_dir():
+        raise TraitmapError(f"data directory '{p}' does not exist", field="data_dir")
+    return p.resolve()

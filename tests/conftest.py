@@ -1,0 +1,63 @@
+"""Shared fixtures: the real data dir, and a tiny randomly initialised model built here.
+
+The tiny model is a 2-layer Llama with a BPE tokenizer trained on a few sentences: the
+whole pipeline runs on it in seconds, so unit tests never need the real model.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def real_data_dir() -> Path | None:
+    folder = Path(os.environ.get("TRAITMAP_DATA_DIR", REPO.parent / "shared" / "data"))
+    return folder if folder.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    folder = real_data_dir()
+    if folder is None:
+        pytest.skip("real data dir not found: set TRAITMAP_DATA_DIR (CI uses ../shared/data)")
+    return folder
+
+
+CORPUS = [
+    "What is the sentiment of the below sentence? positive negative neutral",
+    "Question: Janet has 3 apples and buys 4 more. How many apples? Answer: 7 #### 7",
+    "The movie was great, I loved it. The product is bad, it broke in a day.",
+    "Is the following tweet offensive? yes no. Are the two sentences paraphrases?",
+    "entailment contradiction premise hypothesis 0 1 2 3 4 5 6 7 8 9 + - * / = R",
+    "def add(a, b): return a + b\nassert add(1, 2) == 3",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-model")
+    bpe = Tokenizer(models.BPE(unk_token=None))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    bpe.train_from_iterator(CORPUS * 20, trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+    tokenizer.save_pretrained(folder)
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=2048, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True,
+    )
+    LlamaForCausalLM(config).save_pretrained(folder)
+    return folder

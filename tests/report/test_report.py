@@ -1,0 +1,153 @@
+"""The report page: sections, narrative numbers from the planted study, escaping, offline-ness."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pandas as pd
+from fake_study import PCA, SECTIONS, TASKS, XSS
+from plotly.offline import get_plotlyjs
+
+from traitmap.report import build_report
+from traitmap.report.sections import EXAMPLE_CAP, example_rows, pca_frames
+
+def _html(study, tmp_path) -> str:
+    path = build_report(study, tmp_path)
+    assert path == tmp_path / "report" / "index.html"
+    return path.read_text(encoding="utf-8")
+
+
+def _section(html: str, id: str) -> str:
+    m = re.search(rf'<section id="{id}"[^>]*>(.*?)</section>', html, re.S)
+    assert m, f"section {id} missing"
+    return m.group(1)
+
+
+def _without_plotly(html: str) -> str:
+    return html.replace(get_plotlyjs(), "")
+
+
+def test_every_section_and_figure_is_present(built):
+    html = built
+    for id in SECTIONS:
+        body = _section(html, id)
+        assert 'class="note"' not in body.split("<figure")[0], f"{id} unexpectedly empty"
+        assert f'href="#{id}"' in html
+    for fig in ["fig-matrix", "fig-gains", "fig-scree", "fig-loadings", "fig-biplot", "fig-profiles", "fig-lengths",
+                "fig-class-shares", "fig-label-lengths", "fig-similarity-0", "fig-similarity-1", "fig-similarity-gain", "fig-dependency", "fig-prediction"]:
+        assert f'id="{fig}"' in html and f'id="{fig}-spec"' in html
+    assert html.count(get_plotlyjs()) == 1  # inlined once
+
+
+def test_narrative_numbers_come_from_the_planted_study(built):
+    html = built
+    assert '<div class="value">+40.0</div><div class="detail">flipkart → flipkart</div>' in html  # at a glance
+    assert '<div class="value">7 / 12</div>' in html and '<div class="value">95%</div>' in html
+    matrix = _section(html, "matrix")
+    assert "The flipkart adapter gains most on flipkart (+40.0 points); flipkart@mislabel hurts flipkart most (−35.0)." in matrix
+    assert "7 of 12 adapter–target cells beat the base model (5 with an interval above zero, 1 below)" in matrix
+    assert "flipkart transfers best (+13.5) and flipkart@mislabel worst (−6.0)" in matrix
+    traits = _section(html, "traits")
+    assert "The first 3 components explain 95% of the variance of the gains (PC0 alone 60%" in traits
+    assert "PC0 loads most on flipkart (+0.90) and against mbpp (−0.05)" in traits
+    assert "flipkart carries the most PC0 (+0.42) and goat the most PC1 (+0.21)" in traits
+    study_text = _section(html, "study")
+    assert "3 LoRA adapters on tiny-llama" in study_text and "800 scored examples" in study_text
+    assert "1 h 02 min" in study_text
+    assert ("flipkart&#39;s answers come closest (90, gain +4.0) and goat&#39;s are furthest (8, gain +3.0)"
+            in _section(html, "lengths"))
+    assert "sits 0.50 of the way from the base model&#39;s to its source&#39;s" in _section(html, "lengths")
+    classes = _section(html, "classes")
+    assert "goat answers neutral 87% of the time, flipkart@mislabel only 3%" in classes
+    assert "In imdb, positive texts have a median length of 250 chars against 200 for negative." in classes
+    similarity = _section(html, "similarity")
+    assert ("goat is the source most similar in style to mbpp (0.40), yet its adapter gains −3.0 points there, "
+            "while flipkart@mislabel gains +1.0 (similarity 0.30).") in similarity
+    assert "+0.33 for style (Mantel p = 0.41) and +0.27 for semantic (Mantel p = 0.52)" in similarity
+    dependency = _section(html, "dependency")
+    assert "solves questions containing oprd 2.40× as often as the base model (n = 34)" in dependency
+    assert "amod is helped least (×0.80, n = 80)" in dependency  # "(all)" is not a relation
+    controlled = _section(html, "controlled")
+    assert "flipkart@mislabel scores 5.0% against 80.0% for flipkart" in controlled
+    assert "<td>80.00%</td>" in controlled
+    prediction = _section(html, "prediction")
+    assert "off by 2.7 points on average over 3 adapter–target cells, with the sign right for 2 of 3" in prediction
+    assert "The largest miss is goat on mbpp (predicted +1.0, measured −3.0)." in prediction
+
+
+def test_missing_analyses_say_so_in_one_line(bare_study, tmp_path):
+    html = _html(bare_study, tmp_path)
+    for id in ["traits", "lengths", "classes", "similarity", "dependency", "prediction"]:
+        body = _section(html, id)
+        assert body.count('<p class="note">') == 1 and "<figure" not in body, id
+        assert "Not computed for this study" in body
+    assert "The flipkart adapter gains most" in _section(html, "matrix")  # no matrix_ci.csv: still drawn
+    assert "interval above zero" not in html
+
+
+def test_dataset_text_is_inert(built):
+    html = built
+    page = _without_plotly(html)
+    assert "<img" not in page and "onerror=alert" not in page.replace("onerror=alert(1)\\u003e", "")
+    assert "</script><img" not in page
+    assert "\u2028" not in page and "<b>bold?</b>" not in page
+    data = re.search(r'<script type="application/json" id="examples-data">(.*?)</script>', html, re.S).group(1)
+    assert "\\u003c/script\\u003e\\u003cimg src=x onerror=alert(1)\\u003e" in data
+    rows = json.loads(data)["rows"]
+    prompts = [r[json.loads(data)["columns"].index("prompt")] for r in rows]
+    assert XSS + " & more\u2028line" in prompts  # the browser gets the text back unchanged
+
+
+def test_config_strings_are_escaped(study, tmp_path):
+    study.config.name = "<i>study</i>"
+    html = _html(study, tmp_path)
+    assert "<i>study</i>" not in html and "&lt;i&gt;study&lt;/i&gt;" in html
+
+
+def test_page_requests_nothing_from_the_network(built):
+    page = _without_plotly(built)
+    assert "http://" not in page and "https://" not in page
+    assert not re.search(r"<link\b|@import|@font-face|url\(", page)
+    assert "default-src 'none'" in page  # the browser refuses any request, as a second line of defence
+
+
+def test_write_is_atomic_and_repeatable(study, tmp_path):
+    first = build_report(study, tmp_path).read_text(encoding="utf-8")
+    second = build_report(study, tmp_path).read_text(encoding="utf-8")
+    assert first == second
+    assert [p.name for p in (tmp_path / "report").iterdir()] == ["index.html"]
+
+
+def test_examples_are_capped_evenly_and_say_so():
+    records = pd.DataFrame({"model": ["a", "b"] * 2000, "seed": 0, "task": "t", "example_id": range(4000),
+                            "prompt": "p", "output": "o" * 10_000, "parsed": "", "gold": "g", "correct": 1.0})
+    data, total = example_rows(records)
+    models = [r[0] for r in data["rows"]]
+    assert total == 4000 and len(models) == EXAMPLE_CAP and models.count("a") == models.count("b")
+    assert "more characters not shown" in data["rows"][0][data["columns"].index("output")]
+
+
+def test_pca_is_read_whichever_way_round(study):
+    expected = pca_frames(PCA, study.gains)
+    flipped = dict(PCA, loadings=pd.DataFrame(PCA["loadings"]).T.to_dict(orient="index"),
+                   scores=pd.DataFrame(PCA["scores"]).to_dict(orient="index"))
+    as_lists = dict(PCA, loadings=[[PCA["loadings"][pc][t] for t in TASKS] for pc in PCA["components"]],
+                    scores=[[PCA["scores"][a][pc] for pc in PCA["components"]] for a in study.gains.index])
+    for variant in (flipped, as_lists):
+        ratio, loadings, scores = pca_frames(variant, study.gains)
+        pd.testing.assert_series_equal(ratio, expected[0])
+        pd.testing.assert_frame_equal(loadings.loc[TASKS], expected[1].loc[TASKS], check_dtype=False)
+        pd.testing.assert_frame_equal(scores.loc[study.gains.index], expected[2].loc[study.gains.index],
+                                      check_dtype=False)
+
+
+def test_an_empty_study_still_renders(bare_study, tmp_path):
+    """Only the base model and no records yet: every section says what is missing, nothing raises."""
+    bare_study.matrix = bare_study.matrix.loc[["base"]]
+    bare_study.gains = bare_study.matrix.drop(index="base")
+    bare_study.config.sources = []
+    bare_study._records = bare_study._records.iloc[0:0]
+    html = _html(bare_study, tmp_path)
+    assert "No scored examples in this study." in _section(html, "examples")
+    assert "Not run for this study" in _section(html, "controlled")
