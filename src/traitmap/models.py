@@ -111,11 +111,18 @@ def load_tokenizer(model_dir: Path):
     return tok
 
 
+def device():
+    """CUDA when present (the paper study on a GPU machine), else the CPU; TRAITMAP_DEVICE overrides."""
+    import torch
+
+    return torch.device(os.environ.get("TRAITMAP_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
 def load_model(model_dir: Path):
     """The base model in fp32, eval mode. fp32 keeps evaluation independent of batch composition."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(device())
     model.eval()
     return model

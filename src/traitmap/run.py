@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from traitmap import data, tasks
 from traitmap.errors import TraitmapError
-from traitmap.study import StudyConfig
+from traitmap.study import HUB, StudyConfig
 from traitmap.store import Store, write_atomic, write_json
 
 CONFIG_FILE = "config.json"
@@ -96,24 +96,30 @@ def model_names(config: StudyConfig) -> list[str]:
     return ["base"] + [s.name for s in config.sources]
 
 
-def source_examples(config: StudyConfig, source_name: str, data_dir: Path, seed: int) -> list:
-    """The rows an adapter trains on: the source's train split, its variant, then a seeded sample."""
+def source_examples(config: StudyConfig, source_name: str, data_dir: Path | None, seed: int) -> list:
+    """The rows an adapter trains on: the source's train split, its variant, then a seeded sample.
+
+    The variant sees the whole split (balancing 64 rows of a 3%-minority class would
+    leave almost nothing); the sample keeps each label's share.
+    """
     source = config.source(source_name)
     task = tasks.get(source.task, extra_dirs=config.task_dirs)
     task.check_trainable()
-    examples = task.examples("train", data_dir, limit=config.train.examples, seed=seed)
+    examples = task.examples("train", data_dir, seed=seed)
     if source.variant:
         examples = data.apply_variant(examples, source.variant, task, seed)
+    if config.train.examples is not None:
+        examples = data.subsample(examples, config.train.examples, seed)
     return examples
 
 
-def target_examples(config: StudyConfig, task_name: str, data_dir: Path) -> list:
+def target_examples(config: StudyConfig, task_name: str, data_dir: Path | None) -> list:
     """The evaluated examples of a target: the same for every model (seeded by the study seed)."""
     task = tasks.get(task_name, extra_dirs=config.task_dirs)
     return task.examples("test", data_dir, limit=config.eval.limit_for(task_name), seed=config.seed)
 
 
-def prepare_out_dir(config: StudyConfig, out_dir: Path, data_dir: Path) -> Store:
+def prepare_out_dir(config: StudyConfig, out_dir: Path, data_dir: Path | None) -> Store:
     """Create or reopen an output dir; refuse one whose finished work used other settings."""
     out_dir.mkdir(parents=True, exist_ok=True)
     saved_path = out_dir / CONFIG_FILE
@@ -133,12 +139,12 @@ def prepare_out_dir(config: StudyConfig, out_dir: Path, data_dir: Path) -> Store
                     f"source '{s['name']}' was defined differently in the finished run; rename it or use a new --out",
                     file=saved_path, field="sources",
                 )
-    write_json(saved_path, {"config": current, "data_dir": str(data_dir), "seeds": config.seeds, "versions": versions(), "machine": machine()})
+    write_json(saved_path, {"config": current, "data_dir": str(data_dir) if data_dir else HUB, "seeds": config.seeds, "versions": versions(), "machine": machine()})
     return Store(out_dir / DB_FILE)
 
 
-def train_missing(config: StudyConfig, store: Store, out_dir: Path, data_dir: Path, model_dir: Path, console: Console) -> None:
-    from traitmap.train import total_steps, train_adapter
+def train_missing(config: StudyConfig, store: Store, out_dir: Path, data_dir: Path | None, model_dir: Path, console: Console) -> None:
+    from traitmap.train import train_adapter
 
     plan = make_plan(config, store)
     todo = plan.todo_adapters
@@ -148,7 +154,7 @@ def train_missing(config: StudyConfig, store: Store, out_dir: Path, data_dir: Pa
         for name, seed in todo:
             source = config.source(name)
             examples = source_examples(config, name, data_dir, seed)
-            steps = total_steps(config.train, len(examples))
+            steps = config.train.total_steps(len(examples))
             job = bar.add_task(f"train {name} (seed {seed})", total=steps, info="")
             path = adapter_path(out_dir, name, seed)
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -163,7 +169,7 @@ def adapter_path(out_dir: Path, name: str, seed: int) -> Path:
     return out_dir / "adapters" / name / f"seed{seed}"
 
 
-def evaluate_missing(config: StudyConfig, store: Store, out_dir: Path, data_dir: Path, model_dir: Path, console: Console) -> None:
+def evaluate_missing(config: StudyConfig, store: Store, out_dir: Path, data_dir: Path | None, model_dir: Path, console: Console) -> None:
     from traitmap.evaluate import evaluate_cell
     from traitmap.models import load_model, load_tokenizer
 
@@ -223,6 +229,16 @@ class AdapterSwitch:
                 self.peft.load_adapter(path, adapter_name=key, is_trainable=False)
         except Exception as e:
             raise TraitmapError(f"adapter '{name}' (seed {seed}) failed to load: {e}", file=path) from None
+        # PEFT only warns when the file lacks the adapter's weights, leaving them at their
+        # initial values (LoRA B = 0: the base model); that must be an error too.
+        from peft.utils import get_peft_model_state_dict
+        from safetensors import safe_open
+
+        with safe_open(path / "adapter_model.safetensors", framework="pt") as saved:
+            missing = sorted(set(get_peft_model_state_dict(self.peft, adapter_name=key)) - set(saved.keys()))
+        if missing:
+            raise TraitmapError(f"adapter '{name}' (seed {seed}) is incomplete: {len(missing)} weights missing, "
+                                f"e.g. {missing[0]}", file=path)
         self.peft.eval()
         self.keys[(name, seed)] = key
         return key
@@ -271,7 +287,7 @@ def write_pca(study, *, on: str = "gains", standardize: bool = False, n_componen
     return result
 
 
-def run_study(config: StudyConfig, out_dir: Path, data_dir: Path, *, console: Console,
+def run_study(config: StudyConfig, out_dir: Path, data_dir: Path | None, *, console: Console,
               steps: tuple[str, ...] = ("train", "evaluate", "analyze", "report")) -> Path | None:
     """Do the given steps of a study, skipping finished work; returns the report's path if built."""
     from traitmap import models
@@ -293,8 +309,12 @@ def run_study(config: StudyConfig, out_dir: Path, data_dir: Path, *, console: Co
         complete = not make_plan(config, store).todo_cells
         if complete and len(config.sources) >= 2 and len(config.targets) >= 2:
             settings = config.analysis
-            write_pca(study, on=settings.get("pca_on", "gains"), standardize=bool(settings.get("standardize", False)),
-                      n_components=int(settings.get("n_components", 4)))
+            try:
+                write_pca(study, on=settings.get("pca_on", "gains"), standardize=bool(settings.get("standardize", False)),
+                          n_components=int(settings.get("n_components", 4)))
+            except TraitmapError as e:
+                (out_dir / "pca.json").unlink(missing_ok=True)
+                console.print(f"[yellow]PCA skipped: {e}[/yellow]")
         if "analyze" in steps and complete:
             from traitmap import analysis
 
@@ -304,7 +324,7 @@ def run_study(config: StudyConfig, out_dir: Path, data_dir: Path, *, console: Co
             from traitmap.report import build_report
 
             report = build_report(study, out_dir)
+        store.finish_run(run_id, now(), time.perf_counter() - clock)  # left open when interrupted or failed
     finally:
-        store.finish_run(run_id, now(), time.perf_counter() - clock)
         store.close()
     return report

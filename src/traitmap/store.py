@@ -8,11 +8,13 @@ at any point holds either a whole cell or none of it. Files next to the database
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 SCHEMA = """
@@ -46,6 +48,7 @@ def write_atomic(path: Path, text: str) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -53,8 +56,27 @@ def write_atomic(path: Path, text: str) -> Path:
     return path
 
 
+def json_ready(value):
+    """Plain JSON types; NaN and infinities become null (JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
 def write_json(path: Path, obj) -> Path:
-    return write_atomic(path, json.dumps(obj, indent=2, default=str) + "\n")
+    return write_atomic(path, json.dumps(json_ready(obj), indent=2, default=str) + "\n")
+
+
+def write_csv(path: Path, frame: pd.DataFrame, index: bool = False) -> Path:
+    return write_atomic(path, frame.to_csv(index=index))
 
 
 class Store:
@@ -86,17 +108,29 @@ class Store:
     # adapters --------------------------------------------------------------------------
     def adapter_done(self, name: str, seed: int) -> bool:
         row = self.db.execute("SELECT path FROM adapters WHERE name=? AND seed=?", (name, seed)).fetchone()
-        return row is not None and (Path(row[0]) / "adapter_config.json").is_file()
+        return row is not None and (self._located(row[0]) / "adapter_config.json").is_file()
+
+    def _located(self, stored: str) -> Path:
+        """An adapter's folder: stored relative to the study folder, so a moved folder still resumes
+        (older stores hold the path as it was given)."""
+        here = self.path.parent / stored
+        return here if here.exists() else Path(stored)
 
     def add_adapter(self, name: str, seed: int, source: str, variant: dict | None, path: Path, train_log: dict, finished: str) -> None:
         with self.db:
             self.db.execute(
                 "INSERT OR REPLACE INTO adapters VALUES (?,?,?,?,?,?,?)",
-                (name, seed, source, json.dumps(variant), str(path), json.dumps(train_log), finished),
+                (name, seed, source, json.dumps(variant), self._relative(path), json.dumps(train_log), finished),
             )
 
+    def _relative(self, path: Path) -> str:
+        path, root = Path(path).resolve(), self.path.parent.resolve()
+        return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
     def adapters(self) -> pd.DataFrame:
-        return pd.read_sql_query("SELECT name, seed, source, variant, path, train_log, finished FROM adapters ORDER BY rowid", self.db)
+        frame = pd.read_sql_query("SELECT name, seed, source, variant, path, train_log, finished FROM adapters ORDER BY rowid", self.db)
+        frame["path"] = frame["path"].map(lambda stored: str(self._located(stored)))
+        return frame
 
     # cells and records -----------------------------------------------------------------
     def done_cells(self) -> set[tuple[str, int, str]]:

@@ -9,6 +9,7 @@ is reported as a TraitmapError naming the file, line and field.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import tomllib
@@ -58,6 +59,12 @@ class TrainConfig:
     max_length: int
     loss_on: str
     precision: str
+
+    def total_steps(self, n_examples: int) -> int:
+        """Optimizer steps for one adapter: `steps`, or `epochs` over `n_examples`."""
+        if self.steps is not None:
+            return self.steps
+        return max(1, math.ceil(self.epochs * n_examples / (self.batch_size * self.grad_accum)))
 
 
 @dataclass(frozen=True)
@@ -121,11 +128,31 @@ EVAL_KEYS = {f.name for f in dataclasses.fields(EvalConfig)}
 
 
 def _line_of(text: str, key: str) -> int | None:
-    """Best-effort line number of `key = ...` in a TOML text, for error messages."""
-    for i, line in enumerate(text.splitlines(), 1):
-        if re.match(rf"\s*{re.escape(key)}\s*=", line) or re.match(rf"\s*\[+\s*{re.escape(key)}\s*\]+", line):
-            return i
-    return None
+    """Best-effort line number of `key = ...` in a TOML text, for error messages.
+
+    A dotted key (`eval.examples`) is looked up inside its `[eval]` table first, so that
+    a name used in two tables points at the right one; else the table's own line.
+    """
+    *table, name = key.split(".")
+    lines = text.splitlines()
+
+    def find(name: str, start: int = 0, stop_at_table: bool = False) -> int | None:
+        for i in range(start, len(lines)):
+            line = lines[i]
+            if stop_at_table and i > start and re.match(r"\s*\[", line):
+                return None
+            if re.match(rf"\s*{re.escape(name)}\s*=", line) or re.match(rf"\s*\[+\s*{re.escape(name)}\s*\]+", line):
+                return i + 1
+        for i in range(start, len(lines)):  # inside an inline table: `x = {name = ...}`
+            if re.search(rf"[{{,]\s*{re.escape(name)}\s*=", lines[i]):
+                return i + 1
+        return None
+
+    if table:
+        header = find(".".join(table))
+        if header is not None:
+            return find(name, header - 1, stop_at_table=True) or header
+    return find(name)
 
 
 def load(path: str | os.PathLike) -> StudyConfig:
@@ -143,7 +170,7 @@ def load(path: str | os.PathLike) -> StudyConfig:
 
 def parse(raw: dict, *, path: Path | None = None, text: str = "") -> StudyConfig:
     def fail(msg: str, key: str) -> TraitmapError:
-        return TraitmapError(msg, file=path or "<study>", line=_line_of(text, key.split(".")[-1]), field=key)
+        return TraitmapError(msg, file=path or "<study>", line=_line_of(text, key), field=key)
 
     unknown = set(raw) - TOP_KEYS
     if unknown:
@@ -167,6 +194,8 @@ def parse(raw: dict, *, path: Path | None = None, text: str = "") -> StudyConfig
         variant = s.get("variant")
         if variant is not None and (not isinstance(variant, dict) or "kind" not in variant):
             raise fail(f"source #{i + 1}: variant must be a table with 'kind'", "variant")
+        if variant is not None:
+            _check_variant(variant, i, fail)
         name = s.get("name") or (s["task"] if variant is None else f"{s['task']}@{variant['kind']}")
         if name == "base" or not re.fullmatch(r"[A-Za-z0-9_.@-]+", name):
             raise fail(f"source #{i + 1}: '{name}' is not a usable adapter name", "sources")
@@ -197,6 +226,13 @@ def parse(raw: dict, *, path: Path | None = None, text: str = "") -> StudyConfig
         if k not in values:
             raise fail(f"unknown training option (expected one of {', '.join(sorted(values))})", f"train.{k}")
         values[k] = v
+    # Setting one of steps / epochs replaces the preset's choice; setting both is an error.
+    if "steps" in train_raw and "epochs" not in train_raw:
+        values["epochs"] = None
+    elif "epochs" in train_raw and "steps" not in train_raw:
+        values["steps"] = None
+    if values.get("examples") == "all":
+        values["examples"] = None
     train = TrainConfig(preset=preset, **values)
     _check_train(train, fail)
 
@@ -204,11 +240,17 @@ def parse(raw: dict, *, path: Path | None = None, text: str = "") -> StudyConfig
     bad = set(eval_raw) - EVAL_KEYS
     if bad:
         raise fail(f"unknown evaluation option (expected one of {', '.join(sorted(EVAL_KEYS))})", f"eval.{sorted(bad)[0]}")
+    if eval_raw.get("examples") == "all":  # TOML has no null: "all" means the whole split
+        eval_raw = {**eval_raw, "examples": None}
     ev = EvalConfig(**eval_raw)
     if ev.examples is not None and (not isinstance(ev.examples, int) or ev.examples < 1):
         raise fail("must be a positive integer", "eval.examples")
     if not isinstance(ev.batch_size, int) or ev.batch_size < 1:
         raise fail("must be a positive integer", "eval.batch_size")
+    for key in ("limits", "max_new_tokens"):
+        table = getattr(ev, key)
+        if not isinstance(table, dict) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in table.values()):
+            raise fail("must be a table of task name = positive integer", f"eval.{key}")
 
     return StudyConfig(
         name=raw["name"], base_model=str(raw["base_model"]), sources=sources, targets=list(targets),
@@ -216,6 +258,20 @@ def parse(raw: dict, *, path: Path | None = None, text: str = "") -> StudyConfig
         task_dirs=[str((path.parent if path else Path(".")) / d) for d in raw.get("task_dirs", [])],
         analysis=dict(raw.get("analysis", {})), path=str(path) if path else None,
     )
+
+
+def _check_variant(variant: dict, i: int, fail) -> None:
+    """A known variant kind with its parameters, checked here rather than at training time."""
+    from traitmap.data import _VARIANTS
+
+    kind = variant["kind"]
+    if kind not in _VARIANTS:
+        raise fail(f"source #{i + 1}: unknown variant kind '{kind}' (choose from {', '.join(_VARIANTS)})", "variant")
+    _, required, optional, _ = _VARIANTS[kind]
+    params = set(variant) - {"kind"}
+    if required - params or params - required - optional:
+        raise fail(f"source #{i + 1}: variant '{kind}' takes {sorted(required)} (required) and {sorted(optional)} "
+                   f"(optional), got {sorted(params)}", "variant")
 
 
 def _check_train(t: TrainConfig, fail) -> None:
@@ -232,7 +288,7 @@ def _check_train(t: TrainConfig, fail) -> None:
         raise fail("set exactly one of 'steps' and 'epochs'", "train.steps")
     if not (isinstance(t.lr, (int, float)) and 0 < t.lr < 1):
         raise fail("must be a number between 0 and 1", "train.lr")
-    if not (0 <= t.dropout < 1):
+    if not (isinstance(t.dropout, (int, float)) and 0 <= t.dropout < 1):
         raise fail("must be in [0, 1)", "train.dropout")
     if t.loss_on not in ("answer", "all"):
         raise fail("must be 'answer' or 'all'", "train.loss_on")
@@ -244,13 +300,22 @@ def _check_train(t: TrainConfig, fail) -> None:
         raise fail("must be a non-empty list of module names", "train.target_modules")
 
 
-def resolve_data_dir(config: StudyConfig, override: str | None = None) -> Path:
-    """Where task files are read from: --data-dir, then TRAITMAP_DATA_DIR, then the study file."""
+HUB = "hub"
+
+
+def resolve_data_dir(config: StudyConfig, override: str | None = None) -> Path | None:
+    """Where task files are read from: --data-dir, then TRAITMAP_DATA_DIR, then the study file.
+
+    The value "hub" means: read every task from its Hugging Face hub id (returns None).
+    """
     chosen = override or os.environ.get("TRAITMAP_DATA_DIR") or config.data_dir
     if not chosen:
         raise TraitmapError(
-            "no data directory: pass --data-dir, set TRAITMAP_DATA_DIR, or set data_dir in the study file"
+            "no data directory: pass --data-dir (a folder, or 'hub' to read from the Hugging Face hub), "
+            "set TRAITMAP_DATA_DIR, or set data_dir in the study file"
         )
+    if chosen == HUB:
+        return None
     p = Path(chosen).expanduser()
     if not p.is_dir():
         raise TraitmapError(f"data directory '{p}' does not exist", field="data_dir")

@@ -10,7 +10,6 @@ when complete, so a killed run never leaves a half-written adapter.
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import shutil
@@ -42,13 +41,23 @@ def tokenize_examples(tokenizer, examples, max_length: int, loss_on: str) -> lis
     return rows
 
 
-def _batches(rows: list[dict], batch_size: int, pad_id: int, rng: random.Random):
-    """Endless shuffled batches, right-padded (training needs no left padding)."""
+def _batches(rows: list[dict], batch_size: int, pad_id: int, rng: random.Random, pool: int = 8):
+    """Endless shuffled batches, right-padded (training needs no left padding).
+
+    Each epoch is shuffled, then cut into pools of `pool` batches whose rows are sorted by
+    length, so a batch holds rows of similar length: on a CPU, padding is paid in full.
+    """
     while True:
         order = list(range(len(rows)))
         rng.shuffle(order)
-        for i in range(0, len(order) - batch_size + 1, batch_size):
-            chunk = [rows[j] for j in order[i : i + batch_size]]
+        n_full = len(order) - len(order) % batch_size
+        batches = []
+        for start in range(0, n_full, batch_size * pool):
+            by_length = sorted(order[start : min(start + batch_size * pool, n_full)], key=lambda j: len(rows[j]["input_ids"]))
+            batches += [by_length[i : i + batch_size] for i in range(0, len(by_length), batch_size)]
+        rng.shuffle(batches)
+        for batch in batches:
+            chunk = [rows[j] for j in batch]
             width = max(len(r["input_ids"]) for r in chunk)
             ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
             labels = torch.full((len(chunk), width), IGNORE, dtype=torch.long)
@@ -61,23 +70,18 @@ def _batches(rows: list[dict], batch_size: int, pad_id: int, rng: random.Random)
             yield ids, mask, labels
 
 
-def total_steps(cfg: TrainConfig, n_examples: int) -> int:
-    if cfg.steps is not None:
-        return cfg.steps
-    return max(1, math.ceil(cfg.epochs * n_examples / (cfg.batch_size * cfg.grad_accum)))
-
-
 def train_adapter(model_dir: Path, examples, cfg: TrainConfig, seed: int, out_dir: Path, *, progress=None) -> dict:
     """Train and save one adapter to `out_dir`; returns the training log."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, get_scheduler
 
-    from traitmap.models import load_tokenizer
+    from traitmap.models import device, load_tokenizer
 
     torch.manual_seed(seed)
     rng = random.Random(seed)
     tokenizer = load_tokenizer(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    where = device()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(where)
     lora = LoraConfig(
         r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=list(cfg.target_modules),
         task_type="CAUSAL_LM", bias="none",
@@ -86,18 +90,18 @@ def train_adapter(model_dir: Path, examples, cfg: TrainConfig, seed: int, out_di
     model.train()
 
     rows = tokenize_examples(tokenizer, examples, cfg.max_length, cfg.loss_on)
-    steps = total_steps(cfg, len(rows))
+    steps = cfg.total_steps(len(rows))
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = get_scheduler(cfg.scheduler, optimizer, num_warmup_steps=min(cfg.warmup_steps, steps), num_training_steps=steps)
     batches = _batches(rows, min(cfg.batch_size, len(rows)), tokenizer.pad_token_id, rng)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+    autocast = torch.autocast(where.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
 
     log, tokens, start = [], 0, time.perf_counter()
     for step in range(steps):
         loss_sum = 0.0
         for _ in range(cfg.grad_accum):
-            ids, mask, labels = next(batches)
+            ids, mask, labels = (t.to(where) for t in next(batches))
             with autocast:
                 loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss / cfg.grad_accum
             loss.backward()

@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from traitmap.analysis.pca import analysis_settings, json_ready, write_csv, write_json
+from traitmap.analysis import analysis_settings
+from traitmap.store import json_ready, write_csv, write_json
 
 BASE = "base"
 MEASURES = ("chars", "words", "tokens")

@@ -7,10 +7,6 @@ the matrix from a study and writes pca.json / pca_loadings.csv / pca_scores.csv.
 
 from __future__ import annotations
 
-import json
-import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +14,9 @@ import numpy as np
 import pandas as pd
 from sklearn.decomposition import PCA
 
+from traitmap.analysis import analysis_settings
 from traitmap.errors import TraitmapError
+from traitmap.store import json_ready, write_csv, write_json
 
 BASE = "base"
 
@@ -115,6 +113,8 @@ class TraitPCA:
         self.imputed_ = data.isna()
         if self.imputed_.to_numpy().any():
             data = impute_lowrank(data, rank=self.capped_components(data.shape))
+        if not (data.max() - data.min()).gt(1e-12).any():
+            raise TraitmapError("the adapters do not differ on any task (the matrix has no variance): no traits to find")
         fitted = self.fit_array(data.to_numpy())
         names = component_names(len(fitted.components))
         self.n_components_ = len(names)
@@ -173,51 +173,6 @@ class TraitPCA:
             "scores": {a: row.to_dict() for a, row in self.scores_.iterrows()},
             "imputed_cells": [[a, t] for a, t in self.imputed_.stack().loc[lambda s: s].index],
         })
-
-
-def json_ready(value):
-    """Plain JSON types; NaN/inf become null (JSON has no NaN)."""
-    if isinstance(value, dict):
-        return {str(k): json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_ready(v) for v in value]
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return None if not math.isfinite(value) else float(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value
-
-
-def write_atomic(path: Path, text: str) -> Path:
-    """Write via a temp file in the same folder, then os.replace: readers never see a
-    half-written result."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def write_json(path: Path, payload: dict) -> Path:
-    return write_atomic(path, json.dumps(json_ready(payload), indent=2) + "\n")
-
-
-def write_csv(path: Path, frame: pd.DataFrame, index: bool = False) -> Path:
-    return write_atomic(path, frame.to_csv(index=index))
-
-
-def analysis_settings(study) -> dict:
-    """The user's [analysis] settings, or {} when the study has none."""
-    config = getattr(study, "config", None)
-    return dict(getattr(config, "analysis", None) or {})
 
 
 def run(study, out_dir: Path) -> list[Path]:

@@ -25,7 +25,8 @@ from sklearn.linear_model import Ridge, RidgeCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from traitmap.analysis.pca import analysis_settings, json_ready, write_csv, write_json
+from traitmap.analysis import analysis_settings
+from traitmap.store import json_ready, write_csv, write_json
 from traitmap.errors import TraitmapError
 
 LENGTH_FEATURES = ("answer_chars_mean", "answer_chars_median", "answer_words_mean", "answer_words_median",

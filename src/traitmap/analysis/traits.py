@@ -20,17 +20,9 @@ import numpy as np
 import pandas as pd
 from scipy.linalg import orthogonal_procrustes
 
-from traitmap.analysis.pca import (
-    BASE,
-    TraitPCA,
-    adapter_draws,
-    adapter_rows,
-    analysis_settings,
-    component_names,
-    impute_lowrank,
-    write_csv,
-    write_json,
-)
+from traitmap.analysis.pca import BASE, TraitPCA, adapter_draws, adapter_rows, component_names, impute_lowrank
+from traitmap.analysis import analysis_settings
+from traitmap.store import write_csv, write_json
 from traitmap.analysis.uncertainty import percentile_interval, resample_matrix
 from traitmap.errors import TraitmapError
 

@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from traitmap.analysis.pca import BASE, analysis_settings, json_ready, write_csv
+from traitmap.analysis.pca import BASE
+from traitmap.analysis import analysis_settings
+from traitmap.store import json_ready, write_csv
 from traitmap.errors import TraitmapError
 
 REQUIRED_COLUMNS = ("model", "seed", "task", "example_id", "correct")

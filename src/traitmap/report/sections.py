@@ -116,7 +116,7 @@ def glance(study) -> list[tuple[str, str, str]]:
     pca = getattr(study, "pca", None)
     ratio = (pca or {}).get("explained_variance_ratio")
     if ratio:
-        values = list(ratio.values()) if isinstance(ratio, dict) else list(ratio)
+        values = [v for v in (ratio.values() if isinstance(ratio, dict) else ratio) if v is not None]
         k = min(4, len(values))
         cards.append((f"variance in {k} trait{'s' if k > 1 else ''}", f"{sum(values[:k]) * 100:.0f}%",
                       f"of the {pca.get('on', 'gains')}"))

@@ -1,0 +1,465 @@
+"""Where a study stands and how long the rest will take: the plan's time estimate,
+`traitmap status` and `traitmap compare`. Only reads; the CLI prints what this returns.
+
+Estimates are token counts divided by speeds. Token counts come from tokenizing a small
+sample of each task's examples (the base model's tokenizer when it is already on disk,
+else ~4 characters per token). Speeds come from the output directory when a run there
+has finished work (adapters' training logs, cells' seconds), else from defaults measured
+on SmolLM2-135M on 2 CPU cores, scaled by the model's size.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from traitmap import tasks
+from traitmap.errors import TraitmapError
+
+# Speeds measured on SmolLM2-135M, fp32, 2 CPU cores (tokens per second).
+DEFAULT_SPEEDS = {"train": 120.0, "score": 600.0, "generate": 150.0}
+REFERENCE_PARAMS = 134.5e6  # SmolLM2-135M
+SAMPLE = 32                 # examples tokenized per task for the estimate
+CHARS_PER_TOKEN = 4.0       # when no tokenizer is on disk
+MAX_PROMPT_TOKENS = 1024    # evaluation keeps the last 1024 prompt tokens (evaluate.py)
+
+
+# ---------------------------------------------------------------------------------------
+# the plan's estimate
+
+@dataclass
+class EstimateRow:
+    step: str            # "train" | "eval"
+    item: str            # source name or target name
+    kind: str            # "train" | "choice" | "generate"
+    units_total: int     # adapters (train) or cells (evaluate)
+    units_todo: int
+    tokens_per_unit: float
+    seconds_per_unit: float
+    basis: str           # "measured" | "default" | "default*machine"
+
+    @property
+    def seconds_total(self) -> float:
+        return self.units_total * self.seconds_per_unit
+
+    @property
+    def seconds_todo(self) -> float:
+        return self.units_todo * self.seconds_per_unit
+
+
+@dataclass
+class Estimate:
+    rows: list[EstimateRow]
+    speeds: dict[str, float]       # tokens/s used for the default-based rows
+    speed_source: str              # one line: where the speeds come from
+    token_source: str              # one line: how tokens were counted
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def seconds_total(self) -> float:
+        return sum(r.seconds_total for r in self.rows)
+
+    @property
+    def seconds_todo(self) -> float:
+        return sum(r.seconds_todo for r in self.rows)
+
+
+def format_seconds(seconds: float | None) -> str:
+    """Compact durations: 42s, 3m05s, 2h07m, 7.5 days."""
+    if seconds is None or not math.isfinite(seconds):
+        return "?"
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes = seconds // 60
+    if minutes < 60:
+        return f"{minutes}m{seconds % 60:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours}h{minutes:02d}m"
+    return f"{hours / 24:.1f} days"
+
+
+def find_tokenizer_dir(base_model: str) -> Path | None:
+    """A folder holding the base model's tokenizer, found without downloading or converting."""
+    from traitmap import models
+
+    if base_model in models.PACKAGED:
+        found = sorted((models.cache_root() / "models").glob(f"{base_model}-*"), key=lambda p: p.stat().st_mtime)
+        found = [p for p in found if not p.name.endswith(".tmp") and (p / "config.json").is_file()]
+        return found[-1] if found else None
+    local = Path(base_model).expanduser()
+    if local.is_dir():
+        return local if (local / "config.json").is_file() else None
+    if "/" in base_model:
+        try:
+            from huggingface_hub import snapshot_download
+
+            return Path(snapshot_download(base_model, local_files_only=True, allow_patterns=["*.json", "*.model", "*.txt"]))
+        except Exception:  # noqa: BLE001 -- not cached, offline, no such repo: estimate without it
+            return None
+    return None
+
+
+def approx_params(model_dir: Path | None) -> float | None:
+    """Parameter count from config.json (transformer blocks + embeddings), or None."""
+    if model_dir is None or not (model_dir / "config.json").is_file():
+        return None
+    try:
+        cfg = json.loads((model_dir / "config.json").read_text())
+        cfg = cfg.get("text_config", cfg)
+        h, layers = cfg["hidden_size"], cfg["num_hidden_layers"]
+        inter = cfg.get("intermediate_size", 4 * h)
+        heads = cfg.get("num_attention_heads", 1)
+        head_dim = cfg.get("head_dim") or h // heads
+        kv = cfg.get("num_key_value_heads", heads) * head_dim
+        q = heads * head_dim
+        per_layer = h * q * 2 + h * kv * 2 + 3 * h * inter
+        return float(layers * per_layer + cfg.get("vocab_size", 0) * h)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return None
+
+
+class _Counter:
+    """Token counts for text: the real tokenizer when available, else characters / 4."""
+
+    def __init__(self, model_dir: Path | None):
+        self.tokenizer = None
+        if model_dir is not None and (model_dir / "tokenizer.json").is_file():
+            try:  # the fast tokenizer alone: no transformers import, well under a second
+                from tokenizers import Tokenizer
+
+                self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+            except Exception:  # noqa: BLE001 -- an unreadable tokenizer: fall back to characters / 4
+                self.tokenizer = None
+
+    def __call__(self, text: str) -> int:
+        if self.tokenizer is None:
+            return max(1, math.ceil(len(text) / CHARS_PER_TOKEN))
+        return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
+
+
+def _mean(values: list[float], default: float) -> float:
+    return sum(values) / len(values) if values else default
+
+
+def measured_speeds(store) -> dict:
+    """Speeds of finished work in an output dir: training tokens/s, eval seconds per example by task."""
+    found: dict = {"train": None, "eval": {}, "eval_cells": None}
+    if store is None:
+        return found
+    adapters = store.adapters()
+    tokens = seconds = 0.0
+    for raw in adapters["train_log"] if not adapters.empty else []:
+        try:
+            log = json.loads(raw or "{}")
+        except ValueError:
+            continue
+        if log.get("tokens") and log.get("seconds"):
+            tokens += float(log["tokens"])
+            seconds += float(log["seconds"])
+    if seconds > 0:
+        found["train"] = tokens / seconds
+    cells = store.cells()
+    cells = cells[(cells["n"] > 0) & cells["seconds"].notna()] if not cells.empty else cells
+    if not cells.empty:
+        grouped = cells.groupby("task")[["seconds", "n"]].sum()
+        found["eval"] = {task: row.seconds / row.n for task, row in grouped.iterrows()}
+        found["eval_cells"] = cells
+    return found
+
+
+def estimate_plan(config, plan, data_dir: Path | None, store=None) -> Estimate:
+    """Time for the plan's training and evaluation, total and still to do. An estimate."""
+    from traitmap import data as data_mod
+
+    notes: list[str] = []
+    model_dir = find_tokenizer_dir(config.base_model)
+    count = _Counter(model_dir)
+    token_source = ("tokens counted with the base model's tokenizer on a sample of each task"
+                    if count.tokenizer is not None else
+                    "tokens approximated as characters / 4 (the base model's tokenizer is not on disk yet)")
+    params = approx_params(model_dir)
+    scale = params / REFERENCE_PARAMS if params else 1.0
+    if params is None and config.base_model != "smollm2-135m":
+        notes.append(f"the size of '{config.base_model}' is unknown here: times assume a 135M-parameter model")
+    speeds = {k: v / scale for k, v in DEFAULT_SPEEDS.items()}
+    measured = measured_speeds(store)
+
+    def sample(task, split):
+        if data_dir is None:
+            return None
+        try:
+            return task.examples(split, data_dir, limit=SAMPLE, seed=config.seed)
+        except TraitmapError as e:
+            notes.append(f"could not read {task.name}/{split} for the estimate: {e}")
+            return None
+
+    def split_size(task, split, limit):
+        if limit is not None:
+            return limit
+        if data_dir is None:
+            return None
+        try:
+            return len(task.examples(split, data_dir))
+        except TraitmapError as e:
+            notes.append(f"could not count {task.name}/{split}: {e}")
+            return None
+
+    rows: list[EstimateRow] = []
+    cfg = config.train
+    # training ------------------------------------------------------------------------
+    train_speed = measured["train"] or speeds["train"]
+    train_basis = "measured" if measured["train"] else "default"
+    for source in config.sources:
+        task = tasks.get(source.task, extra_dirs=config.task_dirs)
+        examples = sample(task, "train")
+        if examples and source.variant and source.variant.get("kind") == "truncate":
+            examples = data_mod.apply_variant(examples, source.variant, task, config.seed)
+        if examples:
+            lengths = [min(cfg.max_length, count(ex.prompt) + count(ex.target) + 1) for ex in examples]
+            per_example = _mean(lengths, cfg.max_length)
+        else:
+            per_example = cfg.max_length  # upper bound
+        n = cfg.examples if cfg.epochs is None else split_size(task, "train", cfg.examples)
+        steps = cfg.total_steps(n if n else 1) if (cfg.steps is not None or n) else None
+        if steps is None:
+            notes.append(f"the size of {source.task}'s training split is unknown: its training time is left out")
+            continue
+        batch = min(cfg.batch_size, n) if n else cfg.batch_size
+        tokens = steps * cfg.grad_accum * batch * per_example
+        total = sum(1 for name, _ in plan.adapters if name == source.name)
+        todo = sum(1 for name, _ in plan.todo_adapters if name == source.name)
+        rows.append(EstimateRow("train", source.name, "train", total, todo, tokens, tokens / train_speed, train_basis))
+
+    # evaluation ----------------------------------------------------------------------
+    default_eval: dict[str, float] = {}   # target -> default-speed seconds per example
+    eval_rows: dict[str, EstimateRow] = {}
+    for target in config.targets:
+        task = tasks.get(target, extra_dirs=config.task_dirs)
+        n = split_size(task, "test", config.eval.limit_for(target))
+        examples = sample(task, "test")
+        prompt = _mean([min(MAX_PROMPT_TOKENS, count(ex.prompt)) for ex in examples or []], 256.0)
+        if task.kind == "choice":
+            choice_tokens = [count(c) for c in task.choices]
+            if all(c == 1 for c in choice_tokens):
+                per_example = prompt
+            else:
+                per_example = sum(prompt + c for c in choice_tokens)
+            seconds = per_example / speeds["score"]
+        else:
+            new = config.eval.max_new_tokens.get(target) or task.max_new_tokens
+            per_example = prompt + new
+            seconds = prompt / speeds["score"] + new / speeds["generate"]
+        default_eval[target] = seconds
+        total = sum(1 for _, _, t in plan.cells if t == target)
+        todo = sum(1 for _, _, t in plan.todo_cells if t == target)
+        if n is None:
+            notes.append(f"the size of {target}'s test split is unknown: its evaluation time is left out")
+            continue
+        eval_rows[target] = EstimateRow("eval", target, task.kind, total, todo, n * per_example, n * seconds, "default")
+
+    # where some cells are measured, correct the defaults by this machine's speed
+    factor = None
+    cells = measured["eval_cells"]
+    if cells is not None:
+        predicted = sum(default_eval[t] * row.n for t, row in cells.set_index("task").iterrows() if t in default_eval)
+        actual = sum(row.seconds for t, row in cells.set_index("task").iterrows() if t in default_eval)
+        if predicted > 0 and actual > 0:
+            factor = actual / predicted
+    for target, row in eval_rows.items():
+        n = row.seconds_per_unit / default_eval[target]
+        if target in measured["eval"]:
+            row.seconds_per_unit, row.basis = n * measured["eval"][target], "measured"
+        elif factor is not None:
+            row.seconds_per_unit, row.basis = row.seconds_per_unit * factor, "default*machine"
+        rows.append(row)
+
+    if measured["train"] or measured["eval"]:
+        speed_source = "speeds measured by the finished work in this output directory"
+        if factor is not None:
+            speed_source += f"; evaluation here ran at {1 / factor:.2g}x the default speed for this model size"
+    else:
+        speed_source = ("default speeds measured on SmolLM2-135M on 2 CPU cores (training ~120, scoring ~600, "
+                        "generation ~150 tokens/s)")
+        if abs(scale - 1) > 0.05:
+            speed_source += f", divided by {scale:.2g} for this model's size"
+        if _has_gpu():
+            notes.append("a GPU is present: the default speeds are for a CPU, expect much less")
+    if any(r.kind == "generate" for r in rows):
+        notes.append("generation is counted at its token limit (an upper bound: outputs usually stop earlier)")
+    return Estimate(rows, speeds, speed_source, token_source, notes)
+
+
+def _has_gpu() -> bool:
+    if os.environ.get("TRAITMAP_DEVICE", "").startswith("cuda"):
+        return True
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except Exception:  # noqa: BLE001 -- no usable torch: no GPU to mention
+        return False
+
+
+# ---------------------------------------------------------------------------------------
+# status
+
+@dataclass
+class Status:
+    name: str
+    base_model: str
+    out_dir: Path
+    adapters_done: int
+    adapters_total: int
+    adapters_todo: list[tuple[str, int]]
+    cells_done: int
+    cells_total: int
+    matrix: pd.DataFrame          # scores so far; NaN = not evaluated yet
+    last_run: dict | None         # started, finished (None if it never finished), seconds, command
+    runs: int
+    report: Path | None
+    seconds_spent: float          # training + evaluation time of the finished work
+
+    @property
+    def complete(self) -> bool:
+        return self.adapters_done == self.adapters_total and self.cells_done == self.cells_total
+
+
+def adapter_trained(out_dir: Path, name: str, seed: int, stored_path: str | None) -> bool:
+    """Trained if its folder is complete, where the store says or where the run puts it.
+
+    The store keeps the path as the run saw it (relative to the directory it ran from),
+    so look under this output directory too.
+    """
+    from traitmap.run import adapter_path
+
+    candidates = [adapter_path(Path(out_dir), name, seed)]
+    if stored_path:
+        candidates.append(Path(stored_path))
+    return any((p / "adapter_config.json").is_file() for p in candidates)
+
+
+def study_status(out_dir: str | os.PathLike) -> Status:
+    from traitmap.api import Study
+    from traitmap.run import make_plan
+
+    study = Study.load(out_dir)
+    config = study.config
+    plan = make_plan(config, None)
+    stored = study._store.adapters()
+    paths = {(r.name, int(r.seed)): r.path for r in stored.itertuples()}
+    done_adapters = [a for a in plan.adapters if a in paths and adapter_trained(study.out_dir, a[0], a[1], paths[a])]
+    done_cells = study._store.done_cells()
+    cells_done = sum(1 for c in plan.cells if c in done_cells)
+
+    runs = study.runs
+    last = None
+    if not runs.empty:
+        row = runs.iloc[-1]
+        last = {"started": row["started"], "finished": row["finished"] if isinstance(row["finished"], str) else None,
+                "seconds": float(row["seconds"]) if pd.notna(row["seconds"]) else None, "command": row["command"]}
+    spent = 0.0
+    for raw in stored["train_log"] if not stored.empty else []:
+        try:
+            spent += float(json.loads(raw or "{}").get("seconds") or 0)
+        except ValueError:
+            pass
+    cells = study.cells
+    if not cells.empty:
+        spent += float(cells["seconds"].fillna(0).sum())
+    report = study.out_dir / "report" / "index.html"
+    return Status(
+        name=config.name, base_model=config.base_model, out_dir=study.out_dir,
+        adapters_done=len(done_adapters), adapters_total=len(plan.adapters),
+        adapters_todo=[a for a in plan.adapters if a not in done_adapters],
+        cells_done=cells_done, cells_total=len(plan.cells), matrix=study.matrix, last_run=last, runs=len(runs),
+        report=report if report.is_file() else None, seconds_spent=spent,
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# compare
+
+@dataclass
+class Comparison:
+    label_a: str
+    label_b: str
+    models: list[str]             # common models, base first
+    targets: list[str]            # common targets
+    a: pd.DataFrame               # scores of A on the common models x targets
+    b: pd.DataFrame
+    only_a: dict[str, list[str]]  # {"models": [...], "targets": [...]} in A only
+    only_b: dict[str, list[str]]
+
+    @property
+    def diff(self) -> pd.DataFrame:
+        """B minus A, score by score."""
+        return self.b - self.a
+
+    @property
+    def gains_a(self) -> pd.DataFrame:
+        return self.a.drop(index="base").sub(self.a.loc["base"], axis=1)
+
+    @property
+    def gains_b(self) -> pd.DataFrame:
+        return self.b.drop(index="base").sub(self.b.loc["base"], axis=1)
+
+    def summary(self) -> pd.DataFrame:
+        """Per target: the mean gain of the common adapters in A and in B, and which is larger."""
+        rows = []
+        for t in self.targets:
+            ga, gb = self.gains_a[t], self.gains_b[t]
+            both = ga.notna() & gb.notna()
+            ma = float(ga[both].mean()) if both.any() else float("nan")
+            mb = float(gb[both].mean()) if both.any() else float("nan")
+            if not both.any():
+                winner = "n/a"
+            elif abs(mb - ma) < 1e-9:
+                winner = "tie"
+            else:
+                winner = self.label_b if mb > ma else self.label_a
+            rows.append({"target": t, "adapters": int(both.sum()), "mean_gain_a": ma, "mean_gain_b": mb,
+                         "difference": mb - ma, "gains_more": winner})
+        return pd.DataFrame(rows)
+
+    def long(self) -> pd.DataFrame:
+        """One row per (model, target): both scores, their difference, both gains."""
+        rows = []
+        for m in self.models:
+            for t in self.targets:
+                a, b = self.a.loc[m, t], self.b.loc[m, t]
+                ga = self.gains_a.loc[m, t] if m != "base" else float("nan")
+                gb = self.gains_b.loc[m, t] if m != "base" else float("nan")
+                rows.append({"model": m, "target": t, "score_a": a, "score_b": b, "diff": b - a,
+                             "gain_a": ga, "gain_b": gb, "gain_diff": gb - ga})
+        return pd.DataFrame(rows)
+
+
+def compare_studies(out_a: str | os.PathLike, out_b: str | os.PathLike) -> Comparison:
+    from traitmap.api import Study
+
+    sa, sb = Study.load(out_a), Study.load(out_b)
+    ma, mb = sa.matrix, sb.matrix
+    models = [m for m in ma.index if m in set(mb.index)]
+    targets = [t for t in ma.columns if t in set(mb.columns)]
+    if "base" not in models or len(models) < 2:
+        raise TraitmapError(f"the two studies share no adapter (A has {', '.join(ma.index[1:])}; "
+                            f"B has {', '.join(mb.index[1:])}): nothing to align")
+    if not targets:
+        raise TraitmapError("the two studies share no target: nothing to align")
+    label_a, label_b = sa.config.name, sb.config.name
+    if label_a == label_b:
+        label_a, label_b = Path(out_a).resolve().name, Path(out_b).resolve().name
+    if label_a == label_b:
+        label_a, label_b = "A", "B"
+    return Comparison(
+        label_a, label_b, models, targets, ma.loc[models, targets], mb.loc[models, targets],
+        {"models": [m for m in ma.index if m not in models], "targets": [t for t in ma.columns if t not in targets]},
+        {"models": [m for m in mb.index if m not in models], "targets": [t for t in mb.columns if t not in targets]},
+    )

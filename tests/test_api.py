@@ -1,0 +1,120 @@
+"""Study.load(out_dir): the matrix (base first, seeds averaged), gains, records and adapters."""
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from rich.console import Console
+
+from traitmap import run, study
+from traitmap.api import Study
+from traitmap.errors import TraitmapError
+
+STUDY = '''name = "api"
+base_model = "{model}"
+seeds = [0, 1]
+sources = ["flipkart", {{task = "flipkart", variant = {{kind = "mislabel"}}}}]
+targets = ["imdb", "goat"]
+
+[train]
+steps = 2
+examples = 8
+batch_size = 2
+max_length = 64
+
+[eval]
+examples = 4
+max_new_tokens = {{goat = 4}}
+'''
+MODELS = ["base", "flipkart", "flipkart@mislabel"]
+COLUMNS = ["model", "seed", "task", "example_id", "prompt", "output", "output_tokens", "parsed", "gold", "correct",
+           "logprobs"]
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory, tiny_model_dir, data_dir):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    folder = tmp_path_factory.mktemp("api")
+    (folder / "api.toml").write_text(STUDY.format(model=tiny_model_dir))
+    config = study.load(folder / "api.toml")
+    run.run_study(config, folder / "out", data_dir, console=Console(file=io.StringIO()), steps=("train", "evaluate"))
+    torch.set_num_threads(threads)
+    return config, Study.load(folder / "out")
+
+
+def test_config_comes_back_as_it_was(loaded):
+    config, s = loaded
+    assert s.config == config
+    assert s.models == MODELS
+    assert "api" in repr(s)
+
+
+def test_matrix_has_base_first_and_averages_seeds(loaded):
+    _, s = loaded
+    m = s.matrix
+    assert list(m.index) == MODELS and list(m.columns) == ["imdb", "goat"]
+    cells = s.cells
+    for model in MODELS[1:]:
+        per_seed = cells[(cells["model"] == model) & (cells["task"] == "imdb")]
+        assert sorted(per_seed["seed"]) == [0, 1]
+        assert m.loc[model, "imdb"] == pytest.approx(per_seed["score"].mean())
+    records = s.records(task="imdb", model="flipkart")
+    assert m.loc["flipkart", "imdb"] == pytest.approx(records["correct"].mean())
+
+
+def test_gains_are_the_matrix_minus_base(loaded):
+    _, s = loaded
+    m, g = s.matrix, s.gains
+    assert list(g.index) == MODELS[1:]
+    assert g.to_numpy() == pytest.approx((m.loc[MODELS[1:]] - m.loc["base"]).to_numpy())
+
+
+def test_records_have_the_documented_columns_and_filters(loaded):
+    _, s = loaded
+    records = s.records()
+    assert list(records.columns) == COLUMNS
+    assert len(records) == (2 + 2 * 2 * 2) * 4
+    assert set(records[records["model"] == "base"]["seed"]) == {-1}
+    assert set(records[records["model"] == "flipkart"]["seed"]) == {0, 1}
+    assert set(records["correct"]) <= {0.0, 1.0}
+    imdb = s.records(task="imdb")
+    assert set(imdb["task"]) == {"imdb"} and all(set(json.loads(x)) == {"negative", "positive"} for x in imdb["logprobs"])
+    assert (s.records(task="goat")["logprobs"] == "").all()
+    assert s.records(adapter="flipkart@mislabel").equals(s.records(model="flipkart@mislabel"))
+    assert set(s.records(model="flipkart@mislabel")["model"]) == {"flipkart@mislabel"}
+
+
+def test_target_examples_are_the_evaluated_ones(loaded):
+    _, s = loaded
+    ids = [ex.id for ex in s.target_examples("imdb")]
+    assert s.records(task="imdb", model="base")["example_id"].tolist() == ids
+    assert s.task("imdb").kind == "choice"
+
+
+def test_adapters_frame(loaded):
+    _, s = loaded
+    frame = s.adapters
+    assert {"name", "seed", "source", "variant", "path"} <= set(frame.columns)
+    assert sorted(zip(frame["name"], frame["seed"])) == [("flipkart", 0), ("flipkart", 1),
+                                                         ("flipkart@mislabel", 0), ("flipkart@mislabel", 1)]
+    assert set(frame["source"]) == {"flipkart"}
+    mislabel = frame[frame["name"] == "flipkart@mislabel"]["variant"].iloc[0]
+    assert json.loads(mislabel) == {"kind": "mislabel"}
+    assert (frame[frame["name"] == "flipkart"]["variant"] == "").all()
+    assert all((Path(p) / "adapter_config.json").is_file() for p in frame["path"])
+
+
+def test_source_examples_apply_the_variant(loaded):
+    _, s = loaded
+    plain, flipped = s.source_examples("flipkart"), s.source_examples("flipkart@mislabel")
+    assert len(plain) == len(flipped) == 8
+    assert all(ex.label != ex.meta["true_label"] and ex.target == ex.label for ex in flipped)
+    assert not any("true_label" in ex.meta for ex in plain)
+
+
+def test_loading_a_folder_that_is_not_a_study(tmp_path):
+    with pytest.raises(TraitmapError, match="config.json"):
+        Study.load(tmp_path)

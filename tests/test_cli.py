@@ -1,0 +1,78 @@
+"""The command line through its real entry point: tasks, a bad study file (one line, exit 2), the dry run."""
+
+import os
+import subprocess
+import sys
+
+
+from traitmap import cli, tasks
+
+STUDY = '''name = "micro"
+base_model = "{model}"
+sources = ["flipkart", "gsm8k"]
+targets = ["imdb", "gsm8k", "goat"]
+
+[train]
+steps = 2
+'''
+
+
+def traitmap(monkeypatch, capsys, *args) -> tuple[int, str, str]:
+    """Run `traitmap ARGS` in this process through cli.entrypoint: (exit code, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["traitmap", *map(str, args)])
+    try:
+        cli.entrypoint()
+        code = 0
+    except SystemExit as e:
+        code = e.code or 0
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_tasks_list_names_the_builtin_tasks(monkeypatch, capsys):
+    code, out, _ = traitmap(monkeypatch, capsys, "tasks", "list")
+    assert code == 0
+    for name in ("gsm8k", "imdb", "goat", "flipkart"):
+        assert name in out
+
+
+def test_tasks_show_prints_the_rendered_prompt(monkeypatch, capsys, data_dir):
+    code, out, _ = traitmap(monkeypatch, capsys, "tasks", "show", "imdb", "--data-dir", data_dir)
+    example = tasks.get("imdb").examples("test", data_dir, limit=1, seed=0)[0]
+    assert code == 0
+    assert example.prompt.startswith("What is the sentiment of the below sentence?\n")
+    assert example.prompt.rstrip("\n") in out  # verbatim: not re-wrapped to the terminal width
+    assert "choices: ['negative', 'positive']" in out and f"gold: {example.gold}" in out
+
+
+def test_an_unknown_task_is_one_error_line(monkeypatch, capsys):
+    code, out, err = traitmap(monkeypatch, capsys, "tasks", "show", "nosuchtask")
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and "nosuchtask" in err and "Traceback" not in err
+
+
+def test_a_bad_study_file_is_one_line_naming_the_field(tmp_path, tiny_model_dir):
+    path = tmp_path / "study.toml"
+    path.write_text(STUDY.format(model=tiny_model_dir) + 'preset = "gpu"\n')
+    done = subprocess.run([sys.executable, "-m", "traitmap.cli", "run", str(path), "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, env={**os.environ, "COLUMNS": "80"}, timeout=120)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr  # one line even when longer than the 80 columns of a pipe
+    assert "field 'train.preset'" in lines[0] and "line 8" in lines[0] and str(path) in lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_dry_run_prints_the_plan_and_runs_nothing(monkeypatch, capsys, tmp_path, tiny_model_dir, data_dir):
+    path = tmp_path / "study.toml"
+    path.write_text(STUDY.format(model=tiny_model_dir))
+    code, out, _ = traitmap(monkeypatch, capsys, "run", path, "--dry-run", "--data-dir", data_dir, "--out", tmp_path / "out")
+    assert code == 0
+    assert "train adapters" in out and "evaluate cells" in out
+    assert "sources: flipkart, gsm8k" in out and "targets: imdb, gsm8k, goat" in out
+    rows = {cells[1].strip(): [c.strip() for c in cells[2:5]]
+            for cells in (line.split("│") for line in out.splitlines()) if len(cells) >= 5}
+    assert rows["train adapters"] == ["2", "0", "2"]  # total, done, to do
+    assert rows["evaluate cells"] == ["9", "0", "9"]
+    assert not (tmp_path / "out").exists()

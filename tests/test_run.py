@@ -1,0 +1,244 @@
+"""A micro study on the tiny model and real tasks: results, resume, refusals, broken adapters, kills."""
+
+import io
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from rich.console import Console
+
+from traitmap import run, study
+from traitmap.api import Study
+from traitmap.errors import TraitmapError
+
+STUDY = '''name = "micro"
+base_model = "{model}"
+sources = ["flipkart", "gsm8k"]
+targets = ["imdb", "gsm8k", "goat"]
+
+[train]
+steps = 2
+examples = 8
+batch_size = 2
+max_length = 64
+
+[eval]
+examples = 4
+batch_size = 4
+max_new_tokens = {{gsm8k = 6, goat = 6}}
+'''
+SOURCES, TARGETS = ["flipkart", "gsm8k"], ["imdb", "gsm8k", "goat"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_config(tmp_path, tiny_model_dir, text=STUDY):
+    path = tmp_path / "micro.toml"
+    path.write_text(text.format(model=tiny_model_dir))
+    return study.load(path)
+
+
+def run_study(config, out, data_dir, steps=("train", "evaluate")):
+    return run.run_study(config, out, data_dir, console=Console(file=io.StringIO()), steps=steps)
+
+
+def fail(*args, **kwargs):
+    raise AssertionError("finished work was recomputed")
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, tiny_model_dir, data_dir):
+    """The micro study, run once to the end without interruption."""
+    folder = tmp_path_factory.mktemp("micro")
+    config = make_config(folder, tiny_model_dir)
+    run_study(config, folder / "out", data_dir)
+    return config, folder / "out"
+
+
+def copy_of(out, tmp_path) -> Path:
+    return Path(shutil.copytree(out, tmp_path / "copy"))
+
+
+def test_plan_lists_every_adapter_and_cell(tmp_path, tiny_model_dir):
+    config = make_config(tmp_path, tiny_model_dir, STUDY.replace('targets', 'seeds = [0, 1]\ntargets'))
+    plan = run.make_plan(config)
+    assert plan.adapters == [("flipkart", 0), ("flipkart", 1), ("gsm8k", 0), ("gsm8k", 1)]
+    assert plan.cells[:3] == [("base", -1, t) for t in TARGETS]
+    assert len(plan.cells) == 3 + 4 * 3 and plan.todo_cells == plan.cells
+    assert run.model_names(config) == ["base", "flipkart", "gsm8k"]
+
+
+def test_unknown_or_untrainable_tasks_are_refused(tmp_path, tiny_model_dir):
+    with pytest.raises(TraitmapError, match="nosuchtask"):
+        run.check_tasks(make_config(tmp_path, tiny_model_dir, STUDY.replace('"goat"]', '"nosuchtask"]')))
+    with pytest.raises(TraitmapError):
+        run.check_tasks(make_config(tmp_path, tiny_model_dir, STUDY.replace('["flipkart"', '["metamath_gsm8k_backward"')))
+
+
+def test_micro_study_writes_its_results(finished):
+    config, out = finished
+    for name in ("matrix.csv", "gains.csv", "config.json", run.DB_FILE):
+        assert (out / name).is_file(), name
+    matrix = pd.read_csv(out / "matrix.csv", index_col=0)
+    assert list(matrix.index) == ["base", *SOURCES] and list(matrix.columns) == TARGETS
+    assert matrix.notna().all().all()
+    gains = pd.read_csv(out / "gains.csv", index_col=0)
+    assert list(gains.index) == SOURCES
+    assert gains.to_numpy() == pytest.approx((matrix.loc[SOURCES] - matrix.loc["base"]).to_numpy(), abs=1e-5)
+    assert json.loads((out / "config.json").read_text())["config"]["name"] == "micro"
+    for source in SOURCES:
+        assert (out / "adapters" / source / "seed0" / "adapter_config.json").is_file()
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_every_cell_holds_the_same_examples(finished):
+    _, out = finished
+    records = Study.load(out).records()
+    assert len(records) == 9 * 4
+    by_cell = records.groupby(["model", "task"])["example_id"].apply(tuple)
+    for task in TARGETS:
+        assert len({by_cell[(model, task)] for model in ["base", *SOURCES]}) == 1
+    generated = records[records["task"].isin(["gsm8k", "goat"])]
+    assert generated["output_tokens"].max() <= 6  # the [eval] max_new_tokens table is used
+
+
+def test_adapters_are_really_evaluated(finished):
+    """An adapter's scores differ from the base model's: no silent fall-back to the base."""
+    _, out = finished
+    records = Study.load(out).records(task="imdb")
+    scores = {m: records[records["model"] == m]["logprobs"].map(json.loads).tolist() for m in ["base", *SOURCES]}
+    assert scores["base"] != scores["flipkart"] and scores["flipkart"] != scores["gsm8k"]
+
+
+def test_rerun_recomputes_nothing(finished, data_dir, tmp_path, monkeypatch):
+    config, out = finished
+    out = copy_of(out, tmp_path)
+    before = (out / "matrix.csv").read_text()
+    monkeypatch.setattr("traitmap.train.train_adapter", fail)
+    monkeypatch.setattr("traitmap.evaluate.evaluate_cell", fail)
+    run_study(config, out, data_dir)
+    assert (out / "matrix.csv").read_text() == before
+    assert len(Study.load(out).runs) == 2
+
+
+def test_a_new_target_evaluates_only_its_cells(finished, data_dir, tmp_path, tiny_model_dir, monkeypatch):
+    from traitmap import evaluate
+
+    _, out = finished
+    out = copy_of(out, tmp_path)
+    config = make_config(tmp_path, tiny_model_dir, STUDY.replace('"goat"]', '"goat", "tweeteval_offensive"]'))
+    calls = []
+    real = evaluate.evaluate_cell
+    monkeypatch.setattr("traitmap.train.train_adapter", fail)
+    monkeypatch.setattr("traitmap.evaluate.evaluate_cell", lambda *a, **k: calls.append(k["model_name"]) or real(*a, **k))
+    run_study(config, out, data_dir)
+    assert calls == ["base", *SOURCES]
+    assert list(Study.load(out).matrix.columns) == [*TARGETS, "tweeteval_offensive"]
+
+
+@pytest.mark.parametrize("change, field", [
+    (("steps = 2", "steps = 3"), "train"),
+    (("examples = 4", "examples = 5"), "eval"),
+    (('sources = ["flipkart", "gsm8k"]', 'sources = [{{task = "gsm8k", name = "flipkart"}}]'), "sources"),
+])
+def test_changed_settings_in_the_same_out_dir_are_refused(finished, data_dir, tmp_path, tiny_model_dir, change, field):
+    _, out = finished
+    out = copy_of(out, tmp_path)
+    saved = (out / "config.json").read_text()
+    config = make_config(tmp_path, tiny_model_dir, STUDY.replace(*change))
+    with pytest.raises(TraitmapError) as caught:
+        run_study(config, out, data_dir)
+    assert caught.value.field == field and "config.json" in str(caught.value)
+    assert (out / "config.json").read_text() == saved
+
+
+def break_adapter(folder: Path, how: str) -> None:
+    weights = folder / "adapter_model.safetensors"
+    if how == "garbage":
+        weights.write_bytes(b"not safetensors")
+    elif how == "missing":
+        weights.unlink()
+    elif how == "no_lora_weights":  # a valid file that holds none of the adapter's weights
+        from safetensors.torch import save_file
+
+        save_file({"unrelated": torch.zeros(1)}, weights)
+
+
+@pytest.mark.parametrize("how", ["garbage", "missing", "no_lora_weights"])
+def test_a_broken_adapter_is_an_error_never_the_base_model(finished, data_dir, tmp_path, how):
+    config, out = finished
+    out = copy_of(out, tmp_path)
+    with sqlite3.connect(out / run.DB_FILE) as db:
+        db.execute("DELETE FROM cells WHERE model = 'flipkart'")
+    break_adapter(out / "adapters" / "flipkart" / "seed0", how)
+    with pytest.raises(TraitmapError, match="flipkart"):
+        run_study(config, out, data_dir, steps=("evaluate",))
+    assert "flipkart" not in set(Study.load(out).cells["model"])
+
+
+def test_adapter_switch_switches(finished, tiny_model_dir):
+    from traitmap.models import load_model
+
+    _, out = finished
+    switch = run.AdapterSwitch(load_model(tiny_model_dir), out, tiny_model_dir)
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+
+    def logits(name, seed=0):
+        with torch.no_grad(), switch.use(name, seed) as model:
+            return model(input_ids=ids.to(model.device)).logits.cpu()
+
+    base = logits("base", -1)
+    flipkart, gsm8k = logits("flipkart"), logits("gsm8k")
+    assert not torch.allclose(flipkart, base) and not torch.allclose(gsm8k, flipkart)
+    assert torch.equal(logits("base", -1), base)
+    assert torch.equal(logits("flipkart"), flipkart)
+    with pytest.raises(TraitmapError, match="nope"):
+        logits("nope")
+
+
+def test_evaluating_before_training_is_refused(tmp_path, tiny_model_dir, data_dir):
+    config = make_config(tmp_path, tiny_model_dir)
+    with pytest.raises(TraitmapError, match="not trained yet"):
+        run_study(config, tmp_path / "out", data_dir, steps=("evaluate",))
+
+
+def test_a_killed_study_keeps_finished_cells_and_resumes_to_the_same_matrix(
+        finished, tiny_model_dir, data_dir, tmp_path, monkeypatch):
+    from traitmap import evaluate
+
+    config, complete = finished
+    real, calls = evaluate.evaluate_cell, []
+
+    def killed_on_third_cell(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("traitmap.evaluate.evaluate_cell", killed_on_third_cell)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(config, tmp_path / "killed", data_dir)
+    partial = Study.load(tmp_path / "killed")
+    assert len(partial.cells) == 2 and len(partial.records()) == 2 * 4
+    assert partial.matrix.notna().sum().sum() == 2
+
+    # Resume from another place: the output dir was moved (finished adapters must still count).
+    moved = Path(shutil.move(tmp_path / "killed", tmp_path / "moved"))
+    monkeypatch.setattr("traitmap.evaluate.evaluate_cell", real)
+    monkeypatch.setattr("traitmap.train.train_adapter", fail)
+    run_study(config, moved, data_dir)
+    resumed, reference = Study.load(moved), Study.load(complete)
+    pd.testing.assert_frame_equal(resumed.matrix, reference.matrix)
+    key = ["model", "task", "example_id"]
+    pd.testing.assert_frame_equal(resumed.records().sort_values(key).reset_index(drop=True),
+                                  reference.records().sort_values(key).reset_index(drop=True))

@@ -1,0 +1,120 @@
+"""The SQLite store: a cell is whole or absent; files are replaced atomically."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from traitmap.store import RECORD_COLUMNS, Store, write_atomic, write_json
+
+
+def record(model="base", task="imdb", i=0, correct=1.0):
+    return {"model": model, "seed": -1 if model == "base" else 0, "task": task, "example_id": f"{task}-{i}",
+            "prompt": "p", "output": "positive", "output_tokens": 1, "parsed": "positive", "gold": "positive",
+            "correct": correct, "logprobs": "{}"}
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(tmp_path / "db.sqlite")
+    yield s
+    s.close()
+
+
+def test_add_cell_writes_records_and_score(store):
+    store.add_cell("base", -1, "imdb", [record(i=0, correct=1.0), record(i=1, correct=0.0)], 1.5, "t")
+    assert store.done_cells() == {("base", -1, "imdb")}
+    cells = store.cells()
+    assert cells.loc[0, "n"] == 2 and cells.loc[0, "score"] == 0.5
+    assert list(store.records().columns) == RECORD_COLUMNS
+    assert store.records()["example_id"].tolist() == ["imdb-0", "imdb-1"]
+
+
+def test_failure_mid_cell_writes_nothing(store):
+    broken = [record(i=0), {"model": "base"}]  # the second record lacks columns: fails mid-insert
+    with pytest.raises(KeyError):
+        store.add_cell("base", -1, "imdb", broken, 1.0, "t")
+    assert store.done_cells() == set()
+    assert store.records().empty
+
+
+def test_failure_when_redoing_a_cell_keeps_the_old_one(store):
+    store.add_cell("base", -1, "imdb", [record(i=0), record(i=1)], 1.0, "t")
+    with pytest.raises(KeyError):
+        store.add_cell("base", -1, "imdb", [record(i=5), {"model": "base"}], 1.0, "t")
+    assert store.records()["example_id"].tolist() == ["imdb-0", "imdb-1"]
+    assert store.cells()["n"].tolist() == [2]
+
+
+def test_a_committed_cell_survives_reopening(tmp_path):
+    s = Store(tmp_path / "db.sqlite")
+    s.add_cell("base", -1, "imdb", [record()], 1.0, "t")
+    s.close()
+    again = Store(tmp_path / "db.sqlite")
+    assert again.done_cells() == {("base", -1, "imdb")}
+    again.close()
+
+
+def test_records_filter_by_task_and_model(store):
+    store.add_cell("base", -1, "imdb", [record("base", "imdb", 0)], 1.0, "t")
+    store.add_cell("base", -1, "goat", [record("base", "goat", 0), record("base", "goat", 1)], 1.0, "t")
+    store.add_cell("fk", 0, "goat", [record("fk", "goat", 0)], 1.0, "t")
+    assert len(store.records()) == 4
+    assert set(store.records(task="goat")["model"]) == {"base", "fk"}
+    assert store.records(model="fk")["task"].tolist() == ["goat"]
+    assert len(store.records(task="goat", model="base")) == 2
+    assert store.records(task="imdb", model="fk").empty
+
+
+def test_adapter_done_needs_the_adapter_on_disk(store, tmp_path):
+    folder = tmp_path / "adapter"
+    store.add_adapter("fk", 0, "flipkart", None, folder, {"steps": 1}, "t")
+    assert not store.adapter_done("fk", 0)
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text("{}")
+    assert store.adapter_done("fk", 0) and not store.adapter_done("fk", 1)
+    assert store.adapters()["name"].tolist() == ["fk"]
+
+
+def test_a_moved_study_folder_keeps_its_adapters(tmp_path):
+    s = Store(tmp_path / "a" / "db.sqlite")
+    folder = tmp_path / "a" / "adapters" / "fk"
+    folder.mkdir(parents=True)
+    (folder / "adapter_config.json").write_text("{}")
+    s.add_adapter("fk", 0, "flipkart", None, folder, {}, "t")
+    s.close()
+    (tmp_path / "a").rename(tmp_path / "b")
+    moved = Store(tmp_path / "b" / "db.sqlite")
+    assert moved.adapter_done("fk", 0)
+    assert moved.adapters()["path"].tolist() == [str(tmp_path / "b" / "adapters" / "fk")]
+    moved.close()
+
+
+def test_write_atomic_replaces_the_file(tmp_path):
+    path = tmp_path / "sub" / "m.csv"
+    write_atomic(path, "a")
+    write_atomic(path, "b")
+    assert path.read_text() == "b"
+    assert [p.name for p in path.parent.iterdir()] == ["m.csv"]
+
+
+def test_write_atomic_failure_leaves_old_file_and_no_temp(tmp_path):
+    path = tmp_path / "m.csv"
+    write_atomic(path, "old")
+    with pytest.raises(TypeError):
+        write_atomic(path, None)  # fails while writing
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["m.csv"]
+
+
+def test_write_json_turns_nan_into_null(tmp_path):
+    write_json(tmp_path / "x.json", {"a": float("nan"), "b": np.int64(3), "c": [np.float32(0.5)]})
+    assert json.loads((tmp_path / "x.json").read_text()) == {"a": None, "b": 3, "c": [0.5]}
+
+
+def test_runs_are_logged(store):
+    run_id = store.start_run("t0", "train", {"name": "s"}, {}, {})
+    store.finish_run(run_id, "t1", 2.0)
+    runs = store.runs()
+    assert runs.loc[0, "finished"] == "t1" and math.isclose(runs.loc[0, "seconds"], 2.0)

@@ -1,0 +1,124 @@
+"""The study file: presets, overrides, adapter names, and errors that name file, line and field."""
+
+import pytest
+
+from traitmap import study
+from traitmap.errors import TraitmapError
+
+HEAD = '''name = "s"
+base_model = "some/model"
+sources = ["imdb", "gsm8k"]
+targets = ["imdb", "goat"]
+'''
+
+
+def load(tmp_path, text):
+    path = tmp_path / "study.toml"
+    path.write_text(text)
+    return study.load(path)
+
+
+def error(tmp_path, text) -> TraitmapError:
+    with pytest.raises(TraitmapError) as caught:
+        load(tmp_path, text)
+    return caught.value
+
+
+def test_cpu_preset_is_the_default(tmp_path):
+    config = load(tmp_path, HEAD)
+    assert config.train.preset == "cpu"
+    assert config.train.steps == 16 and config.train.epochs is None
+    assert config.train.precision == "fp32"
+    assert config.seeds == [0] and config.seed == 0
+    assert [s.name for s in config.sources] == ["imdb", "gsm8k"]
+
+
+def test_paper_preset_has_the_papers_values(tmp_path):
+    t = load(tmp_path, HEAD + '[train]\npreset = "paper"\n').train
+    assert (t.r, t.alpha, t.dropout, t.lr, t.scheduler, t.warmup_steps) == (64, 32, 0.0, 5e-5, "cosine", 100)
+    assert (t.weight_decay, t.max_grad_norm, t.batch_size, t.grad_accum, t.max_length) == (0.0, 1.0, 16, 4, 2048)
+    assert t.target_modules == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    assert t.precision == "bf16" and t.epochs == 1 and t.steps is None
+
+
+def test_overrides_replace_preset_values(tmp_path):
+    config = load(tmp_path, HEAD + 'seeds = [3, 4]\n[train]\nr = 4\nlr = 0.01\nloss_on = "all"\n'
+                  '[eval]\nexamples = 7\nlimits = {goat = 2}\nmax_new_tokens = {goat = 9}\n')
+    assert (config.train.r, config.train.lr, config.train.loss_on, config.train.alpha) == (4, 0.01, "all", 16)
+    assert config.seeds == [3, 4]
+    assert config.eval.limit_for("goat") == 2 and config.eval.limit_for("imdb") == 7
+    assert config.eval.max_new_tokens == {"goat": 9}
+
+
+def test_steps_or_epochs_override_the_presets_choice(tmp_path):
+    assert load(tmp_path, HEAD + '[train]\npreset = "paper"\nsteps = 10\n').train.steps == 10
+    t = load(tmp_path, HEAD + "[train]\nepochs = 2\n").train
+    assert (t.steps, t.epochs) == (None, 2)
+
+
+def test_adapter_names_of_variants(tmp_path):
+    config = load(tmp_path, '''name = "s"
+base_model = "m"
+targets = ["imdb"]
+[[sources]]
+task = "flipkart"
+[[sources]]
+task = "flipkart"
+variant = {kind = "mislabel", fraction = 0.5}
+[[sources]]
+task = "flipkart"
+name = "fk_bal"
+variant = {kind = "balance"}
+''')
+    assert [s.name for s in config.sources] == ["flipkart", "flipkart@mislabel", "fk_bal"]
+    assert config.source("flipkart@mislabel").variant == {"kind": "mislabel", "fraction": 0.5}
+    with pytest.raises(TraitmapError, match="no source named"):
+        config.source("nope")
+
+
+def test_config_round_trips_through_a_dict(tmp_path):
+    config = load(tmp_path, HEAD.replace('"gsm8k"]', '{task = "flipkart", variant = {kind = "balance"}}]'))
+    assert config.sources[1].variant == {"kind": "balance"}
+    assert study.StudyConfig.from_dict(config.to_dict()) == config
+
+
+@pytest.mark.parametrize("text, line, field", [
+    (HEAD + 'colour = "red"\n', 5, "colour"),
+    (HEAD + '[train]\npreset = "gpu"\n', 6, "train.preset"),
+    (HEAD + "[train]\nsteps = 5\nepochs = 1\n", 6, "train.steps"),
+    (HEAD + "[train]\nwarmup = 5\n", 6, "train.warmup"),
+    (HEAD + '[train]\ndropout = "high"\n', 6, "train.dropout"),
+    (HEAD + "[train]\nexamples = 8\n[eval]\nexamples = 0\n", 8, "eval.examples"),
+    (HEAD + "[eval]\nmax_new_tokens = 8\n", 6, "eval.max_new_tokens"),
+    (HEAD.replace('["imdb", "gsm8k"]', '["imdb", {task = "imdb"}]'), 3, "sources"),
+    (HEAD.replace('["imdb", "gsm8k"]', '[{task = "imdb", variant = {kind = "mislable"}}]'), 3, "variant"),
+    (HEAD.replace('["imdb", "gsm8k"]', '[{task = "imdb", variant = {kind = "imbalance"}}]'), 3, "variant"),
+    (HEAD.replace('["imdb", "gsm8k"]', '[{task = "imdb", variant = "mislabel"}]'), 3, "variant"),
+    (HEAD.replace('["imdb", "goat"]', '["imdb", "imdb"]'), 4, "targets"),
+])
+def test_errors_name_file_line_and_field(tmp_path, text, line, field):
+    e = error(tmp_path, text)
+    assert (e.line, e.field) == (line, field)
+    assert str(e).startswith(f"{tmp_path / 'study.toml'}, line {line}, field '{field}': ")
+
+
+def test_toml_syntax_error_names_file_and_line(tmp_path):
+    e = error(tmp_path, HEAD + "[train\nr = 1\n")
+    assert str(tmp_path / "study.toml") in str(e) and "line 5" in str(e)
+
+
+def test_missing_file_and_missing_key(tmp_path):
+    with pytest.raises(TraitmapError, match="not found"):
+        study.load(tmp_path / "absent.toml")
+    e = error(tmp_path, HEAD.replace('base_model = "some/model"\n', ""))
+    assert e.field == "base_model" and "missing" in str(e)
+
+
+def test_resolve_data_dir_prefers_the_override(tmp_path, monkeypatch):
+    monkeypatch.delenv("TRAITMAP_DATA_DIR", raising=False)
+    config = load(tmp_path, HEAD)
+    with pytest.raises(TraitmapError, match="no data directory"):
+        study.resolve_data_dir(config)
+    assert study.resolve_data_dir(config, str(tmp_path)) == tmp_path.resolve()
+    with pytest.raises(TraitmapError, match="does not exist"):
+        study.resolve_data_dir(config, str(tmp_path / "nope"))
