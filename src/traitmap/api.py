@@ -26,6 +26,10 @@ class Study:
         self.meta = {k: v for k, v in saved.items() if k != "config"}
         self._store = Store(self.out_dir / run.DB_FILE)
         self._target_examples: dict[str, list] = {}
+        runs = self._store.runs()
+        if not runs.empty:  # every command that worked on the study, added up
+            self.meta.update(started=runs["started"].iloc[0], finished=runs["finished"].dropna().max(),
+                             runtime_seconds=float(runs["seconds"].fillna(0).sum()))
 
     @classmethod
     def load(cls, out_dir: str | os.PathLike) -> "Study":

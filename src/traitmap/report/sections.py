@@ -15,7 +15,7 @@ import pandas as pd
 
 from . import figures
 from .blocks import Details, Figure, Section, Table
-from .common import listing, missing, percent, points, read_csv, signed
+from .common import listing, missing, percent, points, read_csv, read_json, signed
 
 EXAMPLE_CAP = 3000
 TEXT_CAP = 6000  # characters kept per prompt/output in the example browser
@@ -282,7 +282,33 @@ def traits_section(study) -> Section:
     if not scores.empty:
         blocks.append(Figure.of("fig-profiles", figures.profiles(scores[scores.columns[:4]]),
                                 caption="Trait profiles: each adapter's weight on the leading components."))
+    components = (read_json(study, "traits.json") or {}).get("components") or []
+    if components:
+        real = [c["component"] for c in components if c.get("beats_chance")]
+        sentences.append(
+            f"{len(real)} of {len(components)} components beat a column-permutation null "
+            f"({listing(real) if real else 'none'}); with few adapters a trait can be stable yet not "
+            f"distinguishable from chance, so read the names as hypotheses."
+        )
+        blocks.append(Table(
+            columns=["trait", "name (from task tags)", "variance (95% CI)", "stability", "p (vs chance)"],
+            rows=[[c["component"], c.get("name") or "", _ci(c.get("explained_variance_ratio"), c.get("evr_low"), c.get("evr_high")),
+                   _fixed(c.get("bootstrap_stability")), _fixed(c.get("p_value"))] for c in components],
+            caption="Each trait's suggested name (override with trait_names in the study's [analysis]), its share of "
+                    "variance with a bootstrap interval over examples, its stability (mean |cosine| of bootstrap "
+                    "loadings to these ones; 1 = identical) and a parallel-analysis p-value.",
+        ))
     return Section(id="traits", title=title, sentences=sentences, blocks=blocks)
+
+
+def _fixed(value) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
+def _ci(value, low, high) -> str:
+    if value is None:
+        return ""
+    return f"{value * 100:.0f}%" + (f" ({low * 100:.0f}–{high * 100:.0f}%)" if low is not None and high is not None else "")
 
 
 # --- (last) the example browser -------------------------------------------------------------
