@@ -19,12 +19,7 @@ MULTI = ["positive", "negative sentiment", "no"]  # 3, 4 and 1 tokens with the t
 SINGLE = ["yes", "no", "0"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

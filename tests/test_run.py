@@ -34,12 +34,7 @@ max_new_tokens = {{gsm8k = 6, goat = 6}}
 SOURCES, TARGETS = ["flipkart", "gsm8k"], ["imdb", "gsm8k", "goat"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_config(tmp_path, tiny_model_dir, text=STUDY):
@@ -190,7 +185,7 @@ def test_adapter_switch_switches(finished, tiny_model_dir):
     from traitmap.models import load_model
 
     _, out = finished
-    switch = run.AdapterSwitch(load_model(tiny_model_dir), out, tiny_model_dir)
+    switch = run.AdapterSwitch(load_model(tiny_model_dir), out)
     ids = torch.tensor([[5, 6, 7, 8, 9]])
 
     def logits(name, seed=0):

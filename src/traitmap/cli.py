@@ -191,6 +191,8 @@ def predict(out_dir: Path, new_source: str = typer.Argument(..., help="A task na
     task.check_trainable()
     examples = task.examples("train", study.data_dir, limit=study.config.train.examples, seed=study.config.seed)
     out_console.print(predict_new_source(study, examples).to_string())
+    out_console.print(f"Trained on {len(study.config.sources)} sources: loso_* columns are the leave-one-source-out "
+                      "correlations of predicted and actual gains for each target; trust a ranking only where they are high.")
 
 
 # ---------------------------------------------------------------------------------------

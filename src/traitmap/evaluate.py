@@ -34,6 +34,16 @@ def _positions(mask: torch.Tensor) -> torch.Tensor:
     return (mask.cumsum(-1) - 1).clamp(min=0)
 
 
+def prompt_ids(tokenizer, text: str, max_tokens: int | None = None) -> list[int]:
+    """A prompt's token ids with the tokenizer's own start tokens (Gemma needs its <bos>;
+    SmolLM2 adds none), keeping the last `max_tokens` when it is too long."""
+    ids = tokenizer(text, add_special_tokens=True)["input_ids"]
+    start = ids[:-len(tokenizer(text, add_special_tokens=False)["input_ids"])] or []
+    if max_tokens is not None and len(ids) > max_tokens:
+        ids = start + ids[len(ids) - (max_tokens - len(start)):]
+    return ids
+
+
 def _by_length(lengths: list[int], batch_size: int) -> list[list[int]]:
     """Indices grouped into batches of similar length (less padding, same results)."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
@@ -45,11 +55,11 @@ def choice_logprobs(model, tokenizer, prompts: list[str], choices: list[str], ba
                     progress: Callable[[float], None] | None = None) -> list[dict[str, float]]:
     """Summed log-probability of each choice continuation after each prompt."""
     choice_ids = [tokenizer(c, add_special_tokens=False)["input_ids"] for c in choices]
-    prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"][-max_prompt_tokens:] for p in prompts]
+    prompts_ids = [prompt_ids(tokenizer, p, max_prompt_tokens) for p in prompts]
     single_token = all(len(c) == 1 for c in choice_ids)
     # One sequence per prompt when every choice is one token; else one per (prompt, choice).
     seqs, owners = [], []
-    for i, p in enumerate(prompt_ids):
+    for i, p in enumerate(prompts_ids):
         if single_token:
             seqs.append(p)
             owners.append((i, None))
@@ -82,11 +92,11 @@ def choice_logprobs(model, tokenizer, prompts: list[str], choices: list[str], ba
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, stop: list[str], batch_size: int,
              max_prompt_tokens: int = 1024, progress: Callable[[int], None] | None = None) -> list[tuple[str, int]]:
     """Greedy continuations, cut at the first stop string: (text, length in tokens)."""
-    prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"][-max_prompt_tokens:] for p in prompts]
+    prompts_ids = [prompt_ids(tokenizer, p, max_prompt_tokens) for p in prompts]
     outputs: list[tuple[str, int]] = [("", 0)] * len(prompts)
     stop_ids = {tokenizer.eos_token_id, tokenizer.pad_token_id}
-    for batch in _by_length([len(p) for p in prompt_ids], batch_size):
-        ids, mask = (t.to(model.device) for t in _left_pad([prompt_ids[j] for j in batch], tokenizer.pad_token_id))
+    for batch in _by_length([len(p) for p in prompts_ids], batch_size):
+        ids, mask = (t.to(model.device) for t in _left_pad([prompts_ids[j] for j in batch], tokenizer.pad_token_id))
         kwargs = dict(stop_strings=stop, tokenizer=tokenizer) if stop else {}
         out = model.generate(
             input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,

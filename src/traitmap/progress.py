@@ -21,8 +21,9 @@ import pandas as pd
 from traitmap import tasks
 from traitmap.errors import TraitmapError
 
-# Speeds measured on SmolLM2-135M, fp32, 2 CPU cores (tokens per second).
-DEFAULT_SPEEDS = {"train": 120.0, "score": 600.0, "generate": 150.0}
+# Speeds of the quickstart on SmolLM2-135M, fp32, 2 CPU cores (tokens per second; for
+# generation, prompt + max_new_tokens per example, since a batch decodes to its longest).
+DEFAULT_SPEEDS = {"train": 135.0, "score": 300.0, "generate": 90.0}
 REFERENCE_PARAMS = 134.5e6  # SmolLM2-135M
 SAMPLE = 32                 # examples tokenized per task for the estimate
 CHARS_PER_TOKEN = 4.0       # when no tokenizer is on disk
@@ -285,8 +286,8 @@ def estimate_plan(config, plan, data_dir: Path | None, store=None) -> Estimate:
         if factor is not None:
             speed_source += f"; evaluation here ran at {1 / factor:.2g}x the default speed for this model size"
     else:
-        speed_source = ("default speeds measured on SmolLM2-135M on 2 CPU cores (training ~120, scoring ~600, "
-                        "generation ~150 tokens/s)")
+        speed_source = ("default speeds measured on SmolLM2-135M on 2 CPU cores (training ~{train:.0f}, scoring "
+                        "~{score:.0f}, generation ~{generate:.0f} tokens/s)").format(**DEFAULT_SPEEDS)
         if abs(scale - 1) > 0.05:
             speed_source += f", divided by {scale:.2g} for this model's size"
         if _has_gpu():

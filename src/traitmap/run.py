@@ -182,7 +182,7 @@ def evaluate_missing(config: StudyConfig, store: Store, out_dir: Path, data_dir:
         raise TraitmapError(f"adapter '{missing[0][0]}' (seed {missing[0][1]}) is not trained yet: run `traitmap train` first")
     tokenizer = load_tokenizer(model_dir)
     model = load_model(model_dir)
-    adapters = AdapterSwitch(model, out_dir, model_dir)
+    adapters = AdapterSwitch(model, out_dir)
     examples_by_task = {t: target_examples(config, t, data_dir) for t in config.targets}
     with progress_bar(console) as bar:
         overall = bar.add_task("evaluate (cells)", total=len(todo), info="")
@@ -213,8 +213,8 @@ class AdapterSwitch:
     authors' code had that bug), and the active adapter is checked before every cell.
     """
 
-    def __init__(self, model, out_dir: Path, model_dir: Path):
-        self.base, self.peft, self.out_dir, self.model_dir = model, None, out_dir, model_dir
+    def __init__(self, model, out_dir: Path):
+        self.base, self.peft, self.out_dir = model, None, out_dir
         self.keys: dict[tuple[str, int], str] = {}
 
     def _load(self, name: str, seed: int) -> str:

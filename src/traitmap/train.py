@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from traitmap.evaluate import prompt_ids
 from traitmap.study import TrainConfig
 
 IGNORE = -100
@@ -27,16 +28,15 @@ def tokenize_examples(tokenizer, examples, max_length: int, loss_on: str) -> lis
     """prompt + answer + eos as token ids, with labels masked on the prompt when training on answers."""
     rows = []
     for ex in examples:
-        prompt_ids = tokenizer(ex.prompt, add_special_tokens=False)["input_ids"]
         answer_ids = tokenizer(ex.target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         # Keep the answer whole when possible: long inputs lose their start, not the answer.
         room = max_length - len(answer_ids)
         if room < 8:
             answer_ids = answer_ids[: max_length - 8]
             room = 8
-        prompt_ids = prompt_ids[-room:]
-        ids = prompt_ids + answer_ids
-        labels = ([IGNORE] * len(prompt_ids) if loss_on == "answer" else list(prompt_ids)) + answer_ids
+        prompt = prompt_ids(tokenizer, ex.prompt, room)
+        ids = prompt + answer_ids
+        labels = ([IGNORE] * len(prompt) if loss_on == "answer" else list(prompt)) + answer_ids
         rows.append({"input_ids": ids, "labels": labels})
     return rows
 
