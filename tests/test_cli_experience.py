@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from traitmap import cli
 from traitmap import study as study_mod
-from traitmap.progress import compare_studies, estimate_plan, study_status
+from traitmap.progress import DEFAULT_SPEEDS, compare_studies, estimate_plan, study_status
 from traitmap.run import make_plan, prepare_out_dir
 
 runner = CliRunner()
@@ -204,8 +204,8 @@ def test_estimate_counts_tokens_and_uses_default_speeds(tmp_path, monkeypatch):
     train, score = est.rows
     assert (train.units_total, train.units_todo, score.units_total, score.units_todo) == (1, 1, 2, 2)
     assert 10 * 2 * 10 < train.tokens_per_unit < 10 * 2 * 192  # real lengths, under the max_length bound
-    assert train.seconds_per_unit == pytest.approx(train.tokens_per_unit / 120)
-    assert score.seconds_per_unit == pytest.approx(score.tokens_per_unit / 600)  # yes/no: one pass per example
+    assert train.seconds_per_unit == pytest.approx(train.tokens_per_unit / DEFAULT_SPEEDS["train"])
+    assert score.seconds_per_unit == pytest.approx(score.tokens_per_unit / DEFAULT_SPEEDS["score"])  # yes/no: one pass per example
     assert est.seconds_todo == pytest.approx(train.seconds_per_unit + 2 * score.seconds_per_unit)
 
 
