@@ -82,7 +82,7 @@ def main() -> None:
     model_dir = models.resolve(args.model)
     results = {
         "train fp32 (B=8, L=256)": bench_training(model_dir, "fp32", steps, 8, 256),
-        "train bf16 autocast (B=8, L=256, 1 step)": bench_training(model_dir, "bf16", 1, 8, 256),
+        "train bf16 autocast (B=2, L=128, 1 step)": bench_training(model_dir, "bf16", 1, 2, 128),
     }
     tokenizer, model = models.load_tokenizer(model_dir), models.load_model(model_dir)
     results["choice scoring fp32 (~256-token prompts)"] = bench_scoring(model, tokenizer, 32 if args.quick else 64, 220)
