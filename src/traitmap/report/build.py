@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 from plotly.offline import get_plotlyjs
+
+from traitmap.store import write_atomic
 
 from . import analyses, figures, sections
 from .blocks import script_safe, to_script_json
@@ -60,17 +60,4 @@ def render(study) -> str:
 
 def build_report(study, out_dir: Path) -> Path:
     """Write `out_dir/report/index.html`; a reader never sees a half-written page."""
-    target = Path(out_dir) / "report" / "index.html"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    page = render(study)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".index.", suffix=".html.tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(page)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    return write_atomic(Path(out_dir) / "report" / "index.html", render(study))
