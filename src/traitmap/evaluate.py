@@ -14,6 +14,7 @@ batchings; training may use bf16, evaluation never does.)
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 
@@ -34,14 +35,21 @@ def _positions(mask: torch.Tensor) -> torch.Tensor:
     return (mask.cumsum(-1) - 1).clamp(min=0)
 
 
+@functools.lru_cache(maxsize=8)
+def _start_tokens(tokenizer) -> tuple[int, ...]:
+    """The ids a tokenizer puts before any text (Gemma: <bos>; SmolLM2: none)."""
+    with_special = tokenizer("a", add_special_tokens=True)["input_ids"]
+    return tuple(with_special[: len(with_special) - len(tokenizer("a", add_special_tokens=False)["input_ids"])])
+
+
 def prompt_ids(tokenizer, text: str, max_tokens: int | None = None) -> list[int]:
-    """A prompt's token ids with the tokenizer's own start tokens (Gemma needs its <bos>;
-    SmolLM2 adds none), keeping the last `max_tokens` when it is too long."""
-    ids = tokenizer(text, add_special_tokens=True)["input_ids"]
-    start = ids[:-len(tokenizer(text, add_special_tokens=False)["input_ids"])] or []
-    if max_tokens is not None and len(ids) > max_tokens:
-        ids = start + ids[len(ids) - (max_tokens - len(start)):]
-    return ids
+    """A prompt's token ids after the tokenizer's own start tokens, keeping the last
+    `max_tokens` when it is too long (the start tokens stay)."""
+    start = list(_start_tokens(tokenizer))
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if max_tokens is not None:
+        ids = ids[max(0, len(ids) - (max_tokens - len(start))):]
+    return start + ids
 
 
 def _by_length(lengths: list[int], batch_size: int) -> list[list[int]]:

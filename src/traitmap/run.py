@@ -308,10 +308,10 @@ def run_study(config: StudyConfig, out_dir: Path, data_dir: Path | None, *, cons
         write_matrix_files(out_dir, study.matrix)
         complete = not make_plan(config, store).todo_cells
         if complete and len(config.sources) >= 2 and len(config.targets) >= 2:
-            settings = config.analysis
+            from traitmap.analysis import pca
+
             try:
-                write_pca(study, on=settings.get("pca_on", "gains"), standardize=bool(settings.get("standardize", False)),
-                          n_components=int(settings.get("n_components", 4)))
+                pca.run(study, out_dir)  # pca.json + loadings and profiles as CSV, from [analysis] settings
             except TraitmapError as e:
                 (out_dir / "pca.json").unlink(missing_ok=True)
                 console.print(f"[yellow]PCA skipped: {e}[/yellow]")
