@@ -18,8 +18,11 @@ from typer.testing import CliRunner
 
 from traitmap import cli
 from traitmap import study as study_mod
-from traitmap.progress import DEFAULT_SPEEDS, compare_studies, estimate_plan, study_status
-from traitmap.run import make_plan, prepare_out_dir
+from traitmap.compare import compare_studies
+from traitmap.estimate import DEFAULT_SPEEDS, estimate_plan
+from traitmap.status import study_status
+from traitmap.plan import make_plan
+from traitmap.run import prepare_out_dir
 
 runner = CliRunner()
 TARGETS = ["imdb", "flipkart", "gsm8k"]

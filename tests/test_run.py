@@ -11,6 +11,7 @@ import pytest
 import torch
 from rich.console import Console
 
+from traitmap import plan as study_plan
 from traitmap import run, study
 from traitmap.api import Study
 from traitmap.errors import TraitmapError
@@ -66,23 +67,23 @@ def copy_of(out, tmp_path) -> Path:
 
 def test_plan_lists_every_adapter_and_cell(tmp_path, tiny_model_dir):
     config = make_config(tmp_path, tiny_model_dir, STUDY.replace('targets', 'seeds = [0, 1]\ntargets'))
-    plan = run.make_plan(config)
+    plan = study_plan.make_plan(config)
     assert plan.adapters == [("flipkart", 0), ("flipkart", 1), ("gsm8k", 0), ("gsm8k", 1)]
     assert plan.cells[:3] == [("base", -1, t) for t in TARGETS]
     assert len(plan.cells) == 3 + 4 * 3 and plan.todo_cells == plan.cells
-    assert run.model_names(config) == ["base", "flipkart", "gsm8k"]
+    assert study_plan.model_names(config) == ["base", "flipkart", "gsm8k"]
 
 
 def test_unknown_or_untrainable_tasks_are_refused(tmp_path, tiny_model_dir):
     with pytest.raises(TraitmapError, match="nosuchtask"):
-        run.check_tasks(make_config(tmp_path, tiny_model_dir, STUDY.replace('"goat"]', '"nosuchtask"]')))
+        study_plan.check_tasks(make_config(tmp_path, tiny_model_dir, STUDY.replace('"goat"]', '"nosuchtask"]')))
     with pytest.raises(TraitmapError):
-        run.check_tasks(make_config(tmp_path, tiny_model_dir, STUDY.replace('["flipkart"', '["metamath_gsm8k_backward"')))
+        study_plan.check_tasks(make_config(tmp_path, tiny_model_dir, STUDY.replace('["flipkart"', '["metamath_gsm8k_backward"')))
 
 
 def test_micro_study_writes_its_results(finished):
     config, out = finished
-    for name in ("matrix.csv", "gains.csv", "config.json", run.DB_FILE):
+    for name in ("matrix.csv", "gains.csv", "config.json", study_plan.DB_FILE):
         assert (out / name).is_file(), name
     matrix = pd.read_csv(out / "matrix.csv", index_col=0)
     assert list(matrix.index) == ["base", *SOURCES] and list(matrix.columns) == TARGETS
@@ -173,7 +174,7 @@ def break_adapter(folder: Path, how: str) -> None:
 def test_a_broken_adapter_is_an_error_never_the_base_model(finished, data_dir, tmp_path, how):
     config, out = finished
     out = copy_of(out, tmp_path)
-    with sqlite3.connect(out / run.DB_FILE) as db:
+    with sqlite3.connect(out / study_plan.DB_FILE) as db:
         db.execute("DELETE FROM cells WHERE model = 'flipkart'")
     break_adapter(out / "adapters" / "flipkart" / "seed0", how)
     with pytest.raises(TraitmapError, match="flipkart"):

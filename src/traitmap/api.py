@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from traitmap import run, tasks
+from traitmap import plan, tasks
 from traitmap.errors import TraitmapError
 from traitmap.matrix import gains, transfer_matrix
 from traitmap.store import Store
@@ -24,7 +24,7 @@ class Study:
         self.out_dir = Path(out_dir)
         self.config = config
         self.meta = {k: v for k, v in saved.items() if k != "config"}
-        self._store = Store(self.out_dir / run.DB_FILE)
+        self._store = Store(self.out_dir / plan.DB_FILE)
         self._target_examples: dict[str, list] = {}
         runs = self._store.runs()
         if not runs.empty:  # every command that worked on the study, added up
@@ -34,7 +34,7 @@ class Study:
     @classmethod
     def load(cls, out_dir: str | os.PathLike) -> "Study":
         out_dir = Path(out_dir)
-        path = out_dir / run.CONFIG_FILE
+        path = out_dir / plan.CONFIG_FILE
         if not path.is_file():
             raise TraitmapError("not a traitmap output directory (no config.json)", file=out_dir)
         saved = json.loads(path.read_text())
@@ -58,7 +58,7 @@ class Study:
     # results ---------------------------------------------------------------------------
     @property
     def models(self) -> list[str]:
-        return run.model_names(self.config)
+        return plan.model_names(self.config)
 
     @property
     def matrix(self) -> pd.DataFrame:
@@ -97,11 +97,11 @@ class Study:
         return tasks.get(name, extra_dirs=self.config.task_dirs)
 
     def source_examples(self, adapter_name: str, seed: int | None = None) -> list:
-        return run.source_examples(self.config, adapter_name, self.data_dir, self.config.seed if seed is None else seed)
+        return plan.source_examples(self.config, adapter_name, self.data_dir, self.config.seed if seed is None else seed)
 
     def target_examples(self, task_name: str) -> list:
         if task_name not in self._target_examples:
-            self._target_examples[task_name] = run.target_examples(self.config, task_name, self.data_dir)
+            self._target_examples[task_name] = plan.target_examples(self.config, task_name, self.data_dir)
         return self._target_examples[task_name]
 
     def __repr__(self) -> str:

@@ -48,7 +48,7 @@ def _quiet_libraries() -> None:
 
 def _load_study(study_file: Path, out: Optional[Path], data_dir: Optional[str]):
     from traitmap import study as study_mod
-    from traitmap.run import check_tasks
+    from traitmap.plan import check_tasks
 
     config = study_mod.load(study_file)
     check_tasks(config)
@@ -57,7 +57,7 @@ def _load_study(study_file: Path, out: Optional[Path], data_dir: Optional[str]):
 
 
 def _print_plan(config, out_dir: Path, data_dir: Optional[Path] = None, estimate: bool = True) -> None:
-    from traitmap.run import DB_FILE, make_plan
+    from traitmap.plan import DB_FILE, make_plan
     from traitmap.store import Store
 
     store = Store(out_dir / DB_FILE) if (out_dir / DB_FILE).is_file() else None
@@ -80,7 +80,7 @@ def _print_plan(config, out_dir: Path, data_dir: Optional[Path] = None, estimate
 
 def _print_estimate(config, plan, data_dir, store) -> None:
     """The plan's time: tokens from a sample of each task, divided by measured speeds. An estimate."""
-    from traitmap.progress import estimate_plan, format_seconds
+    from traitmap.estimate import estimate_plan, format_seconds
 
     est = estimate_plan(config, plan, data_dir, store)
     table = Table(title="Estimated time (an estimate, not a promise)")
@@ -359,7 +359,8 @@ def _frame_table(frame, title: str, signed: bool = False, index_name: str = "mod
 @app.command()
 def status(out_dir: Path):
     """A study's progress: adapters trained, cells evaluated, scores so far, last run, report."""
-    from traitmap.progress import format_seconds, study_status
+    from traitmap.estimate import format_seconds
+    from traitmap.status import study_status
 
     st = study_status(out_dir)
     state_word = "[green]complete[/green]" if st.complete else "[yellow]in progress or stopped[/yellow]"
@@ -393,7 +394,7 @@ def status(out_dir: Path):
 def compare(out_a: Path, out_b: Path,
             csv: Optional[Path] = typer.Option(None, "--csv", help="Write the aligned comparison (one row per model and target).")):
     """Two studies side by side (e.g. two base models): scores, differences, gains, per-target summary."""
-    from traitmap.progress import compare_studies
+    from traitmap.compare import compare_studies
 
     c = compare_studies(out_a, out_b)
     out_console.print(f"A = [bold]{escape(c.label_a)}[/bold] ({escape(str(out_a))}), B = [bold]{escape(c.label_b)}[/bold] ({escape(str(out_b))}); "

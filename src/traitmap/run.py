@@ -14,38 +14,18 @@ import os
 import platform
 import random
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from traitmap import data, tasks
+from traitmap import tasks
 from traitmap.errors import TraitmapError
+from traitmap.plan import CONFIG_FILE, DB_FILE, FROZEN_KEYS, adapter_path, make_plan, source_examples, target_examples
 from traitmap.study import HUB, StudyConfig
 from traitmap.store import Store, write_atomic, write_json
 
-CONFIG_FILE = "config.json"
-DB_FILE = "traitmap.sqlite"
-# Settings that finished work depends on: changing them in an existing output dir is refused.
-FROZEN_KEYS = ("base_model", "train", "eval")
-
-
-@dataclass(frozen=True)
-class Plan:
-    adapters: list[tuple[str, int]]          # (adapter name, seed)
-    cells: list[tuple[str, int, str]]        # (model, seed, task); base has seed -1
-    done_adapters: set[tuple[str, int]]
-    done_cells: set[tuple[str, int, str]]
-
-    @property
-    def todo_adapters(self) -> list[tuple[str, int]]:
-        return [a for a in self.adapters if a not in self.done_adapters]
-
-    @property
-    def todo_cells(self) -> list[tuple[str, int, str]]:
-        return [c for c in self.cells if c not in self.done_cells]
 
 
 def now() -> str:
@@ -73,50 +53,6 @@ def versions() -> dict:
 
 def machine() -> dict:
     return {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count()}
-
-
-def check_tasks(config: StudyConfig) -> None:
-    """Every source and target names a known task; every source may be trained on."""
-    for s in config.sources:
-        task = tasks.get(s.task, extra_dirs=config.task_dirs)
-        task.check_trainable()
-    for t in config.targets:
-        tasks.get(t, extra_dirs=config.task_dirs).check_evaluable()
-
-
-def make_plan(config: StudyConfig, store: Store | None = None) -> Plan:
-    adapters = [(s.name, seed) for s in config.sources for seed in config.seeds]
-    cells = [("base", -1, t) for t in config.targets]
-    cells += [(name, seed, t) for name, seed in adapters for t in config.targets]
-    done_adapters = {a for a in adapters if store is not None and store.adapter_done(*a)}
-    return Plan(adapters, cells, done_adapters, store.done_cells() if store is not None else set())
-
-
-def model_names(config: StudyConfig) -> list[str]:
-    return ["base"] + [s.name for s in config.sources]
-
-
-def source_examples(config: StudyConfig, source_name: str, data_dir: Path | None, seed: int) -> list:
-    """The rows an adapter trains on: the source's train split, its variant, then a seeded sample.
-
-    The variant sees the whole split (balancing 64 rows of a 3%-minority class would
-    leave almost nothing); the sample keeps each label's share.
-    """
-    source = config.source(source_name)
-    task = tasks.get(source.task, extra_dirs=config.task_dirs)
-    task.check_trainable()
-    examples = task.examples("train", data_dir, seed=seed)
-    if source.variant:
-        examples = data.apply_variant(examples, source.variant, task, seed)
-    if config.train.examples is not None:
-        examples = data.subsample(examples, config.train.examples, seed)
-    return examples
-
-
-def target_examples(config: StudyConfig, task_name: str, data_dir: Path | None) -> list:
-    """The evaluated examples of a target: the same for every model (seeded by the study seed)."""
-    task = tasks.get(task_name, extra_dirs=config.task_dirs)
-    return task.examples("test", data_dir, limit=config.eval.limit_for(task_name), seed=config.seed)
 
 
 def prepare_out_dir(config: StudyConfig, out_dir: Path, data_dir: Path | None) -> Store:
@@ -163,10 +99,6 @@ def train_missing(config: StudyConfig, store: Store, out_dir: Path, data_dir: Pa
                 progress=lambda step, total, loss: bar.update(job, completed=step, info=f"loss {loss:.3f}"),
             )
             store.add_adapter(name, seed, source.task, source.variant, path, {k: v for k, v in log.items() if k != "log"}, now())
-
-
-def adapter_path(out_dir: Path, name: str, seed: int) -> Path:
-    return out_dir / "adapters" / name / f"seed{seed}"
 
 
 def evaluate_missing(config: StudyConfig, store: Store, out_dir: Path, data_dir: Path | None, model_dir: Path, console: Console) -> None:

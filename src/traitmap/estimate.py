@@ -1,5 +1,4 @@
-"""Where a study stands and how long the rest will take: the plan's time estimate,
-`traitmap status` and `traitmap compare`. Only reads; the CLI prints what this returns.
+"""How long a study's plan will take: `traitmap run --dry-run`. Only reads.
 
 Estimates are token counts divided by speeds. Token counts come from tokenizing a small
 sample of each task's examples (the base model's tokenizer when it is already on disk,
@@ -16,7 +15,6 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
 
 from traitmap import tasks
 from traitmap.errors import TraitmapError
@@ -30,8 +28,6 @@ CHARS_PER_TOKEN = 4.0       # when no tokenizer is on disk
 MAX_PROMPT_TOKENS = 1024    # evaluation keeps the last 1024 prompt tokens (evaluate.py)
 
 
-# ---------------------------------------------------------------------------------------
-# the plan's estimate
 
 @dataclass
 class EstimateRow:
@@ -306,161 +302,3 @@ def _has_gpu() -> bool:
         return bool(torch.cuda.is_available())
     except Exception:  # noqa: BLE001 -- no usable torch: no GPU to mention
         return False
-
-
-# ---------------------------------------------------------------------------------------
-# status
-
-@dataclass
-class Status:
-    name: str
-    base_model: str
-    out_dir: Path
-    adapters_done: int
-    adapters_total: int
-    adapters_todo: list[tuple[str, int]]
-    cells_done: int
-    cells_total: int
-    matrix: pd.DataFrame          # scores so far; NaN = not evaluated yet
-    last_run: dict | None         # started, finished (None if it never finished), seconds, command
-    runs: int
-    report: Path | None
-    seconds_spent: float          # training + evaluation time of the finished work
-
-    @property
-    def complete(self) -> bool:
-        return self.adapters_done == self.adapters_total and self.cells_done == self.cells_total
-
-
-def adapter_trained(out_dir: Path, name: str, seed: int, stored_path: str | None) -> bool:
-    """Trained if its folder is complete, where the store says or where the run puts it.
-
-    The store keeps the path as the run saw it (relative to the directory it ran from),
-    so look under this output directory too.
-    """
-    from traitmap.run import adapter_path
-
-    candidates = [adapter_path(Path(out_dir), name, seed)]
-    if stored_path:
-        candidates.append(Path(stored_path))
-    return any((p / "adapter_config.json").is_file() for p in candidates)
-
-
-def study_status(out_dir: str | os.PathLike) -> Status:
-    from traitmap.api import Study
-    from traitmap.run import make_plan
-
-    study = Study.load(out_dir)
-    config = study.config
-    plan = make_plan(config, None)
-    stored = study._store.adapters()
-    paths = {(r.name, int(r.seed)): r.path for r in stored.itertuples()}
-    done_adapters = [a for a in plan.adapters if a in paths and adapter_trained(study.out_dir, a[0], a[1], paths[a])]
-    done_cells = study._store.done_cells()
-    cells_done = sum(1 for c in plan.cells if c in done_cells)
-
-    runs = study.runs
-    last = None
-    if not runs.empty:
-        row = runs.iloc[-1]
-        last = {"started": row["started"], "finished": row["finished"] if isinstance(row["finished"], str) else None,
-                "seconds": float(row["seconds"]) if pd.notna(row["seconds"]) else None, "command": row["command"]}
-    spent = 0.0
-    for raw in stored["train_log"] if not stored.empty else []:
-        try:
-            spent += float(json.loads(raw or "{}").get("seconds") or 0)
-        except ValueError:
-            pass
-    cells = study.cells
-    if not cells.empty:
-        spent += float(cells["seconds"].fillna(0).sum())
-    report = study.out_dir / "report" / "index.html"
-    return Status(
-        name=config.name, base_model=config.base_model, out_dir=study.out_dir,
-        adapters_done=len(done_adapters), adapters_total=len(plan.adapters),
-        adapters_todo=[a for a in plan.adapters if a not in done_adapters],
-        cells_done=cells_done, cells_total=len(plan.cells), matrix=study.matrix, last_run=last, runs=len(runs),
-        report=report if report.is_file() else None, seconds_spent=spent,
-    )
-
-
-# ---------------------------------------------------------------------------------------
-# compare
-
-@dataclass
-class Comparison:
-    label_a: str
-    label_b: str
-    models: list[str]             # common models, base first
-    targets: list[str]            # common targets
-    a: pd.DataFrame               # scores of A on the common models x targets
-    b: pd.DataFrame
-    only_a: dict[str, list[str]]  # {"models": [...], "targets": [...]} in A only
-    only_b: dict[str, list[str]]
-
-    @property
-    def diff(self) -> pd.DataFrame:
-        """B minus A, score by score."""
-        return self.b - self.a
-
-    @property
-    def gains_a(self) -> pd.DataFrame:
-        return self.a.drop(index="base").sub(self.a.loc["base"], axis=1)
-
-    @property
-    def gains_b(self) -> pd.DataFrame:
-        return self.b.drop(index="base").sub(self.b.loc["base"], axis=1)
-
-    def summary(self) -> pd.DataFrame:
-        """Per target: the mean gain of the common adapters in A and in B, and which is larger."""
-        rows = []
-        for t in self.targets:
-            ga, gb = self.gains_a[t], self.gains_b[t]
-            both = ga.notna() & gb.notna()
-            ma = float(ga[both].mean()) if both.any() else float("nan")
-            mb = float(gb[both].mean()) if both.any() else float("nan")
-            if not both.any():
-                winner = "n/a"
-            elif abs(mb - ma) < 1e-9:
-                winner = "tie"
-            else:
-                winner = self.label_b if mb > ma else self.label_a
-            rows.append({"target": t, "adapters": int(both.sum()), "mean_gain_a": ma, "mean_gain_b": mb,
-                         "difference": mb - ma, "gains_more": winner})
-        return pd.DataFrame(rows)
-
-    def long(self) -> pd.DataFrame:
-        """One row per (model, target): both scores, their difference, both gains."""
-        rows = []
-        for m in self.models:
-            for t in self.targets:
-                a, b = self.a.loc[m, t], self.b.loc[m, t]
-                ga = self.gains_a.loc[m, t] if m != "base" else float("nan")
-                gb = self.gains_b.loc[m, t] if m != "base" else float("nan")
-                rows.append({"model": m, "target": t, "score_a": a, "score_b": b, "diff": b - a,
-                             "gain_a": ga, "gain_b": gb, "gain_diff": gb - ga})
-        return pd.DataFrame(rows)
-
-
-def compare_studies(out_a: str | os.PathLike, out_b: str | os.PathLike) -> Comparison:
-    from traitmap.api import Study
-
-    sa, sb = Study.load(out_a), Study.load(out_b)
-    ma, mb = sa.matrix, sb.matrix
-    models = [m for m in ma.index if m in set(mb.index)]
-    targets = [t for t in ma.columns if t in set(mb.columns)]
-    if "base" not in models or len(models) < 2:
-        raise TraitmapError(f"the two studies share no adapter (A has {', '.join(ma.index[1:])}; "
-                            f"B has {', '.join(mb.index[1:])}): nothing to align")
-    if not targets:
-        raise TraitmapError("the two studies share no target: nothing to align")
-    label_a, label_b = sa.config.name, sb.config.name
-    if label_a == label_b:
-        label_a, label_b = Path(out_a).resolve().name, Path(out_b).resolve().name
-    if label_a == label_b:
-        label_a, label_b = "A", "B"
-    return Comparison(
-        label_a, label_b, models, targets, ma.loc[models, targets], mb.loc[models, targets],
-        {"models": [m for m in ma.index if m not in models], "targets": [t for t in ma.columns if t not in targets]},
-        {"models": [m for m in mb.index if m not in models], "targets": [t for t in mb.columns if t not in targets]},
-    )

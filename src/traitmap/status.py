@@ -1,0 +1,83 @@
+"""Where a study stands: `traitmap status`. Only reads; the CLI prints what this returns."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+
+@dataclass
+class Status:
+    name: str
+    base_model: str
+    out_dir: Path
+    adapters_done: int
+    adapters_total: int
+    adapters_todo: list[tuple[str, int]]
+    cells_done: int
+    cells_total: int
+    matrix: pd.DataFrame          # scores so far; NaN = not evaluated yet
+    last_run: dict | None         # started, finished (None if it never finished), seconds, command
+    runs: int
+    report: Path | None
+    seconds_spent: float          # training + evaluation time of the finished work
+
+    @property
+    def complete(self) -> bool:
+        return self.adapters_done == self.adapters_total and self.cells_done == self.cells_total
+
+
+def adapter_trained(out_dir: Path, name: str, seed: int, stored_path: str | None) -> bool:
+    """Trained if its folder is complete, where the store says or where the run puts it.
+
+    The store keeps the path as the run saw it (relative to the directory it ran from),
+    so look under this output directory too.
+    """
+    from traitmap.plan import adapter_path
+
+    candidates = [adapter_path(Path(out_dir), name, seed)]
+    if stored_path:
+        candidates.append(Path(stored_path))
+    return any((p / "adapter_config.json").is_file() for p in candidates)
+
+
+def study_status(out_dir: str | os.PathLike) -> Status:
+    from traitmap.api import Study
+    from traitmap.plan import make_plan
+
+    study = Study.load(out_dir)
+    config = study.config
+    plan = make_plan(config, None)
+    stored = study._store.adapters()
+    paths = {(r.name, int(r.seed)): r.path for r in stored.itertuples()}
+    done_adapters = [a for a in plan.adapters if a in paths and adapter_trained(study.out_dir, a[0], a[1], paths[a])]
+    done_cells = study._store.done_cells()
+    cells_done = sum(1 for c in plan.cells if c in done_cells)
+
+    runs = study.runs
+    last = None
+    if not runs.empty:
+        row = runs.iloc[-1]
+        last = {"started": row["started"], "finished": row["finished"] if isinstance(row["finished"], str) else None,
+                "seconds": float(row["seconds"]) if pd.notna(row["seconds"]) else None, "command": row["command"]}
+    spent = 0.0
+    for raw in stored["train_log"] if not stored.empty else []:
+        try:
+            spent += float(json.loads(raw or "{}").get("seconds") or 0)
+        except ValueError:
+            pass
+    cells = study.cells
+    if not cells.empty:
+        spent += float(cells["seconds"].fillna(0).sum())
+    report = study.out_dir / "report" / "index.html"
+    return Status(
+        name=config.name, base_model=config.base_model, out_dir=study.out_dir,
+        adapters_done=len(done_adapters), adapters_total=len(plan.adapters),
+        adapters_todo=[a for a in plan.adapters if a not in done_adapters],
+        cells_done=cells_done, cells_total=len(plan.cells), matrix=study.matrix, last_run=last, runs=len(runs),
+        report=report if report.is_file() else None, seconds_spent=spent,
+    )
