@@ -1,16 +1,22 @@
-"""Speed and memory of the hot paths on this machine, written to BENCHMARKS.md.
+"""traitmap's hot paths against anchors measured in the same run, on identical requests
+from the real data, written to BENCHMARKS.md with the machine they ran on.
 
-Measures, on the real base model (SmolLM2-135M unless --model): LoRA training tokens/s
-(fp32, and bf16 autocast for a few steps), choice scoring tokens/s (fp32, logits_to_keep),
-greedy generation tokens/s at batch 32 (fp32), and reads the quickstart's wall time from
-its output directory if it has been run. Usage: python bench/run_all.py [--quick]
+- choice scoring: traitmap's `hf` backend vs lm-evaluation-harness's HF backend
+  (`HFLM.loglikelihood`), the same (prompt, choice) pairs, the same batch size;
+- greedy generation: GSM8K prompts for every adapter of a study (the quickstart's, run
+  `make demo` first) vs lm-eval's `generate_until` (one HFLM per adapter, as lm-eval
+  evaluates one model at a time), the same token limit and stop strings;
+- LoRA training tokens/s against the matmul peak measured here, in the precision that
+  `precision = "auto"` picks on this machine, and in fp32.
+
+lm-eval is a dev-only dependency of this script (`make bench` installs it).
+Usage: python bench/run_all.py [--quick] [--study runs/quickstart]
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
+import json
 import resource
 import time
 from datetime import date
@@ -18,49 +24,119 @@ from pathlib import Path
 
 import torch
 
-from traitmap import models
-from traitmap.evaluate import choice_logprobs, generate
-from traitmap.study import PRESETS, TrainConfig
-from traitmap.tasks import Example
-from traitmap.train import train_adapter
+from traitmap import models, speeds, tasks
+from traitmap.backends import AdapterRef, Request
+from traitmap.backends.hf import HFBackend
+from traitmap.plan import source_examples
+from traitmap.study import PRESETS, TrainConfig, load
+from traitmap.train import train_adapter, training_precision
 
 ROOT = Path(__file__).resolve().parents[1]
-WORDS = "the model reads a long review of a product and decides whether the buyer liked it or not".split()
+CHOICE_TARGETS = ["imdb", "amazon_polarity", "msrp_paraphrase", "tweeteval_offensive", "flipkart", "mnli"]
 
 
-def text(n_words: int, seed: int) -> str:
-    return " ".join(WORDS[(i * 7 + seed) % len(WORDS)] for i in range(n_words))
-
-
-def examples(n: int, prompt_words: int, answer_words: int) -> list[Example]:
-    return [Example(id=str(i), prompt=text(prompt_words, i) + "\nAnswer:\n", target=text(answer_words, i + 1),
-                    gold="", input_text="", label=None, meta={}) for i in range(n)]
-
-
-def bench_training(model_dir: Path, precision: str, steps: int, batch: int, length: int) -> dict:
-    cfg = TrainConfig(preset="cpu", **{**PRESETS["cpu"], "steps": steps, "batch_size": batch, "max_length": length,
-                                       "precision": precision, "warmup_steps": 0})
-    # ~length tokens per row: prompt and answer sized to fill max_length.
-    log = train_adapter(model_dir, examples(batch * steps, length // 2, length // 2), cfg, 0, Path("/tmp/traitmap-bench-adapter"))
-    return {"tokens": log["tokens"], "seconds": log["seconds"], "tokens_per_second": log["tokens_per_second"]}
-
-
-def bench_scoring(model, tokenizer, n: int, words: int) -> dict:
-    prompts = [text(words, i) + "\nSentiment:\n" for i in range(n)]
-    tokens = sum(len(tokenizer(p)["input_ids"]) for p in prompts)
+def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 8) -> float:
+    """GFLOP/s of one large square matmul: what this machine's cores can do at best."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    for _ in range(2):
+        a @ b
     start = time.perf_counter()
-    choice_logprobs(model, tokenizer, prompts, ["positive", "negative"], batch_size=16)
-    seconds = time.perf_counter() - start
-    return {"tokens": tokens, "seconds": round(seconds, 2), "tokens_per_second": round(tokens / seconds, 1)}
+    for _ in range(reps):
+        a @ b
+    return 2 * n**3 * reps / (time.perf_counter() - start) / 1e9
 
 
-def bench_generation(model, tokenizer, batch: int, new_tokens: int) -> dict:
-    prompts = [text(30, i) + "\nAnswer:\n" for i in range(batch)]
+def timed(fn):
     start = time.perf_counter()
-    outputs = generate(model, tokenizer, prompts, max_new_tokens=new_tokens, stop=[], batch_size=batch)
-    seconds = time.perf_counter() - start
-    produced = sum(n for _, n in outputs)
-    return {"tokens": produced, "seconds": round(seconds, 2), "tokens_per_second": round(produced / seconds, 1)}
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def lm_eval_model(model_dir: Path, batch_size: int, adapter: AdapterRef | None = None):
+    from lm_eval.models.huggingface import HFLM
+
+    return HFLM(pretrained=str(model_dir), device="cpu", dtype="float32", batch_size=batch_size,
+                peft=str(adapter.path) if adapter else None)
+
+
+def bench_scoring(model_dir: Path, data_dir: Path, per_task: int, batch_size: int, adapters: list) -> dict:
+    from lm_eval.api.instance import Instance
+
+    requests = []
+    for name in CHOICE_TARGETS:
+        task = tasks.get(name)
+        requests += [task.request(ex) for ex in task.examples("test", data_dir, limit=per_task, seed=0)]
+    backend = HFBackend(model_dir, batch_size=batch_size)
+    tokens = sum(len(backend.tokenizer(r.prompt)["input_ids"]) * (1 if all(
+        len(backend.tokenizer(c, add_special_tokens=False)["input_ids"]) == 1 for c in r.choices) else len(r.choices))
+        for r in requests)
+    list(backend.answer(requests[:4]))  # warm-up
+    ours, ours_s = timed(lambda: dict(backend.answer(requests)))
+
+    pairs = [(r.prompt, c) for r in requests for c in r.choices]
+    lm = lm_eval_model(model_dir, batch_size)
+    lm.loglikelihood([Instance("loglikelihood", {}, pair, 0) for pair in pairs[:4]])
+    theirs, theirs_s = timed(lambda: lm.loglikelihood([Instance("loglikelihood", {}, pair, 0) for pair in pairs]))
+    k, agree = 0, 0
+    for i, r in enumerate(requests):
+        lm_scores = {c: theirs[k + j][0] for j, c in enumerate(r.choices)}
+        k += len(r.choices)
+        agree += max(r.choices, key=lm_scores.get) == max(r.choices, key=ours[i].logprobs.get)
+    del lm
+
+    mixed = [Request(r.prompt, adapter=a, choices=r.choices) for r in requests for a in [None, *adapters]]
+    list(backend.answer([m for m in mixed if m.adapter is not None][:4]))  # load adapters outside the timing
+    _, mixed_s = timed(lambda: list(backend.answer(mixed)))
+    return {"requests": len(requests), "pairs": len(pairs), "tokens": tokens, "traitmap_s": ours_s,
+            "lm_eval_s": theirs_s, "speedup": theirs_s / ours_s, "argmax_agreement": agree / len(requests),
+            "mixed_models": 1 + len(adapters), "mixed_s": mixed_s, "mixed_tokens": tokens * (1 + len(adapters))}
+
+
+def bench_generation(model_dir: Path, data_dir: Path, n_prompts: int, max_new: int, batch_size: int,
+                     lm_batch_size: int, adapters: list) -> dict:
+    from lm_eval.api.instance import Instance
+
+    task = tasks.get("gsm8k")
+    examples = task.examples("test", data_dir, limit=n_prompts, seed=0)
+    requests = [task.request(ex, a, max_new) for a in [None, *adapters] for ex in examples]
+    backend = HFBackend(model_dir, batch_size=batch_size)
+    list(backend.answer([Request(r.prompt, r.adapter, max_new_tokens=1) for r in requests[::n_prompts]]))  # load adapters
+    ours, ours_s = timed(lambda: dict(backend.answer(requests)))
+    produced = sum(r.tokens for r in ours.values())
+
+    theirs, theirs_s = [], 0.0
+    for adapter in [None, *adapters]:
+        lm = lm_eval_model(model_dir, lm_batch_size, adapter)
+        gen_args = {"until": list(task.stop), "max_gen_toks": max_new, "do_sample": False}
+        out, seconds = timed(lambda: lm.generate_until(
+            [Instance("generate_until", {}, (ex.prompt, gen_args), 0) for ex in examples]))
+        theirs += out
+        theirs_s += seconds
+        del lm
+    same = sum(ours[i].text == text for i, text in enumerate(theirs))
+    return {"requests": len(requests), "models": 1 + len(adapters), "max_new_tokens": max_new, "produced": produced,
+            "traitmap_s": ours_s, "lm_eval_s": theirs_s, "speedup": theirs_s / ours_s,
+            "same_text": same / len(requests), "batch_size": batch_size, "lm_batch_size": lm_batch_size}
+
+
+def bench_training(model_dir: Path, data_dir: Path, study_file: Path, steps: int, peaks: dict) -> list[dict]:
+    """The quickstart's training settings on its real source rows, in each precision."""
+    config = load(study_file)
+    examples = source_examples(config, "gsm8k", data_dir, 0) + source_examples(config, "imdb", data_dir, 0)
+    params = sum(p.numel() for p in models.load_model(model_dir).parameters())
+    auto = training_precision("auto", torch.device("cpu"))
+    rows = []
+    for precision in dict.fromkeys([auto, "fp32"]):
+        cfg = TrainConfig(**{**config.train.__dict__, "steps": steps + 1, "precision": precision})
+        log = train_adapter(model_dir, examples, cfg, 0).log["log"]
+        tokens_per_s = sum(s["tokens"] for s in log[1:]) / (log[-1]["elapsed"] - log[0]["elapsed"])
+        # LoRA training: forward (2 flops per parameter per token) and the activations' gradients
+        # (2 more); the frozen base weights get no gradients.
+        achieved = 4 * params * tokens_per_s / 1e9
+        rows.append({"precision": precision, "auto": precision == auto, "tokens_per_s": tokens_per_s,
+                     "gflops": achieved, "peak_gflops": peaks[precision], "share_of_peak": achieved / peaks[precision],
+                     "batch_size": cfg.batch_size, "max_length": cfg.max_length})
+    return rows
 
 
 def quickstart_seconds() -> str:
@@ -76,28 +152,57 @@ def quickstart_seconds() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--quick", action="store_true", help="fewer steps and examples")
+    parser.add_argument("--study", type=Path, default=ROOT / "runs" / "quickstart", help="a finished study's output folder")
+    parser.add_argument("--quick", action="store_true", help="fewer requests and steps")
     args = parser.parse_args()
-    steps = 3 if args.quick else 6
-    model_dir = models.resolve(args.model)
-    results = {
-        "train fp32 (B=8, L=256)": bench_training(model_dir, "fp32", steps, 8, 256),
-        "train bf16 autocast (B=2, L=128, 1 step)": bench_training(model_dir, "bf16", 1, 2, 128),
-    }
-    tokenizer, model = models.load_tokenizer(model_dir), models.load_model(model_dir)
-    results["choice scoring fp32 (~256-token prompts)"] = bench_scoring(model, tokenizer, 32 if args.quick else 64, 220)
-    results["greedy generation fp32 (batch 32, 64 new tokens)"] = bench_generation(model, tokenizer, 32, 64)
-    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / 1024
+    from traitmap.study import resolve_data_dir
 
+    config = load(ROOT / "studies" / "quickstart.toml")
+    data_dir = resolve_data_dir(config)
+    model_dir = models.resolve(args.model)
+    adapters = [AdapterRef(p.parent.name, 0, p) for p in sorted((args.study / "adapters").glob("*/seed0"))]
+    if not adapters:
+        raise SystemExit(f"no adapters in {args.study}: run `make demo` first")
+    machine = speeds.machine_description()
+    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+
+    scoring = bench_scoring(model_dir, data_dir, 8 if args.quick else 24, 16, adapters)
+    generation = bench_generation(model_dir, data_dir, 8 if args.quick else 16, 128, 32, 16, adapters)
+    training = bench_training(model_dir, data_dir, ROOT / "studies" / "quickstart.toml", 3 if args.quick else 8, peaks)
+    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / 1024
+    results = {"date": str(date.today()), "machine": machine, "peaks_gflops": peaks, "scoring": scoring,
+               "generation": generation, "training": training, "peak_rss_gb": peak_gb}
+    (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+
+    s, g = scoring, generation
     lines = [
         "# Benchmarks", "",
-        f"Measured {date.today()} with `python bench/run_all.py{' --quick' if args.quick else ''}` "
-        f"(model {args.model}); machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads. Peak RSS {peak_gb:.1f} GB.", "",
-        "| what | tokens | seconds | tokens/s |", "|---|---:|---:|---:|",
+        f"Measured {date.today()} with `python bench/run_all.py{' --quick' if args.quick else ''}` (model {args.model}, "
+        f"adapters of `{args.study.name}`). CPU: {machine['cpu']}; flags: {', '.join(machine['flags'])}; "
+        f"{machine['cores']} cores, {machine['threads']} torch threads, torch {machine['torch']}. "
+        f"Peak RSS {peak_gb:.1f} GB. Every anchor below ran in the same process, on the same requests.", "",
+        "| what | traitmap | anchor | ratio |", "|---|---:|---:|---:|",
+        f"| choice scoring: {s['requests']} real prompts of {len(CHOICE_TARGETS)} targets ({s['pairs']} prompt-choice pairs), "
+        f"base model, batch 16 | {s['traitmap_s']:.1f} s ({s['tokens'] / s['traitmap_s']:.0f} prompt tok/s) | "
+        f"lm-eval `loglikelihood` {s['lm_eval_s']:.1f} s | **{s['speedup']:.2f}x** |",
+        f"| greedy generation: {g['requests']} GSM8K requests ({g['requests'] // g['models']} prompts x {g['models']} models), "
+        f"≤{g['max_new_tokens']} new tokens, stop strings | {g['traitmap_s']:.1f} s ({g['produced'] / g['traitmap_s']:.0f} "
+        f"produced tok/s; {g['batch_size']} rows in flight, adapters mixed) | lm-eval `generate_until` {g['lm_eval_s']:.1f} s "
+        f"(batch {g['lm_batch_size']}, one model at a time) | **{g['speedup']:.2f}x** |",
     ]
-    lines += [f"| {name} | {r['tokens']} | {r['seconds']} | {r['tokens_per_second']} |" for name, r in results.items()]
-    lines += ["", f"Quickstart wall time (`make demo`, excluding set-up): {quickstart_seconds()}.", ""]
+    for t in training:
+        lines.append(f"| LoRA training, quickstart settings (batch {t['batch_size']}, ≤{t['max_length']} tokens), "
+                     f"{t['precision']}{' (auto here)' if t['auto'] else ''} | {t['tokens_per_s']:.0f} tok/s = "
+                     f"{t['gflops']:.0f} GFLOP/s | matmul peak {t['precision']} {t['peak_gflops']:.0f} GFLOP/s | "
+                     f"**{t['share_of_peak']:.0%}** |")
+    lines += [
+        "",
+        f"Agreement on the same requests: choice argmax {s['argmax_agreement']:.1%} with lm-eval; greedy text identical "
+        f"for {g['same_text']:.1%} of the generation requests.",
+        f"All {s['mixed_models']} models of the study in one call (mixed-adapter batches): {s['mixed_tokens'] / s['mixed_s']:.0f} "
+        f"prompt tok/s ({s['mixed_s']:.1f} s).",
+        f"Quickstart wall time (`make demo`, excluding set-up): {quickstart_seconds()}.", "",
+    ]
     notes = ROOT / "bench" / "NOTES.md"
     if notes.is_file():
         lines += [notes.read_text()]

@@ -117,6 +117,23 @@ def run(study_file: Path, out: Optional[Path] = OutOpt, data_dir: Optional[str] 
 
 
 @app.command()
+def calibrate(base_model: str = typer.Argument("smollm2-135m", help="A base model alias, hub id or local folder."),
+              quick: bool = typer.Option(False, help="Fewer steps and prompts.")):
+    """Measure this machine's training, scoring and decoding speeds for `run --dry-run` estimates."""
+    from traitmap import speeds
+
+    found = speeds.measure(base_model, quick=quick)
+    machine = found["machine"]
+    out_console.print(f"{machine['cpu']} ({', '.join(machine['flags']) or 'no wide vector flags'}), "
+                      f"{machine['threads']} threads{', ' + machine['gpu'] if 'gpu' in machine else ''}")
+    out_console.print(f"training {found['train']:.0f} tokens/s in {found['train_precision']}"
+                      + (f" (fp32: {found['train_fp32']:.0f})" if found["train_precision"] != "fp32" else ""))
+    out_console.print(f"scoring {found['score']:.0f} prompt tokens/s; decoding {found['decode']:.0f} tokens/s "
+                      f"with {found['decode_batch']} rows in flight")
+    out_console.print(f"saved: {speeds.speeds_path(base_model, machine)}")
+
+
+@app.command()
 def train(study_file: Path, out: Optional[Path] = OutOpt, data_dir: Optional[str] = DataOpt):
     """Train the adapters of a study that are not trained yet."""
     from traitmap import run as runner

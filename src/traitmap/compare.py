@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from traitmap.errors import TraitmapError
+from traitmap.matrix import gains
 
 
 @dataclass
@@ -29,11 +30,11 @@ class Comparison:
 
     @property
     def gains_a(self) -> pd.DataFrame:
-        return self.a.drop(index="base").sub(self.a.loc["base"], axis=1)
+        return gains(self.a)
 
     @property
     def gains_b(self) -> pd.DataFrame:
-        return self.b.drop(index="base").sub(self.b.loc["base"], axis=1)
+        return gains(self.b)
 
     def summary(self) -> pd.DataFrame:
         """Per target: the mean gain of the common adapters in A and in B, and which is larger."""

@@ -2,9 +2,11 @@
 
 Estimates are token counts divided by speeds. Token counts come from tokenizing a small
 sample of each task's examples (the base model's tokenizer when it is already on disk,
-else ~4 characters per token). Speeds come from the output directory when a run there
-has finished work (adapters' training logs, cells' seconds), else from defaults measured
-on SmolLM2-135M on 2 CPU cores, scaled by the model's size.
+else ~4 characters per token); generated answers are counted at the length measured in
+this output directory, else at the length of the task's reference answers (capped at
+the token limit). Speeds come from the output directory when a run there has finished
+work (adapters' training logs, cells' seconds), else from `traitmap calibrate` on this
+machine, else from defaults scaled by the model's size.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from pathlib import Path
 from traitmap import tasks
 from traitmap.errors import TraitmapError
 
-# Speeds of the quickstart on SmolLM2-135M, fp32, 2 CPU cores (tokens per second; for
-# generation, prompt + max_new_tokens per example, since a batch decodes to its longest).
+# Tokens per second of SmolLM2-135M in the quickstart on 2 cores of an AMD EPYC (AVX2, fp32):
+# training, scoring prompts, and generating. Conservative fall-backs: `traitmap calibrate`
+# replaces them with this machine's own.
 DEFAULT_SPEEDS = {"train": 135.0, "score": 300.0, "generate": 90.0}
 REFERENCE_PARAMS = 134.5e6  # SmolLM2-135M
 SAMPLE = 32                 # examples tokenized per task for the estimate
@@ -186,7 +189,12 @@ def estimate_plan(config, plan, data_dir: Path | None, store=None) -> Estimate:
     if params is None and config.base_model != "smollm2-135m":
         notes.append(f"the size of '{config.base_model}' is unknown here: times assume a 135M-parameter model")
     speeds = {k: v / scale for k, v in DEFAULT_SPEEDS.items()}
+    calibrated = calibrated_speeds(config)
+    if calibrated:
+        speeds = calibrated["speeds"]
+    basis = "calibrated" if calibrated else "default"
     measured = measured_speeds(store)
+    output_lengths = measured_output_lengths(store)
 
     def sample(task, split):
         if data_dir is None:
@@ -212,7 +220,7 @@ def estimate_plan(config, plan, data_dir: Path | None, store=None) -> Estimate:
     cfg = config.train
     # training ------------------------------------------------------------------------
     train_speed = measured["train"] or speeds["train"]
-    train_basis = "measured" if measured["train"] else "default"
+    train_basis = "measured" if measured["train"] else basis
     for source in config.sources:
         task = tasks.get(source.task, extra_dirs=config.task_dirs)
         examples = sample(task, "train")
@@ -235,7 +243,8 @@ def estimate_plan(config, plan, data_dir: Path | None, store=None) -> Estimate:
         rows.append(EstimateRow("train", source.name, "train", total, todo, tokens, tokens / train_speed, train_basis))
 
     # evaluation ----------------------------------------------------------------------
-    default_eval: dict[str, float] = {}   # target -> default-speed seconds per example
+    default_eval: dict[str, float] = {}   # target -> seconds per example at the calibrated or default speeds
+    generated_by_reference: list[str] = []
     eval_rows: dict[str, EstimateRow] = {}
     for target in config.targets:
         task = tasks.get(target, extra_dirs=config.task_dirs)
@@ -250,7 +259,12 @@ def estimate_plan(config, plan, data_dir: Path | None, store=None) -> Estimate:
                 per_example = sum(prompt + c for c in choice_tokens)
             seconds = per_example / speeds["score"]
         else:
-            new = config.eval.max_new_tokens.get(target) or task.max_new_tokens
+            limit = config.eval.max_new_tokens.get(target) or task.max_new_tokens
+            if target in output_lengths:
+                new = min(limit, output_lengths[target])
+            else:
+                new = min(limit, _mean([count(ex.target) for ex in examples or []], limit))
+                generated_by_reference.append(target)
             per_example = prompt + new
             seconds = prompt / speeds["score"] + new / speeds["generate"]
         default_eval[target] = seconds
@@ -259,7 +273,7 @@ def estimate_plan(config, plan, data_dir: Path | None, store=None) -> Estimate:
         if n is None:
             notes.append(f"the size of {target}'s test split is unknown: its evaluation time is left out")
             continue
-        eval_rows[target] = EstimateRow("eval", target, task.kind, total, todo, n * per_example, n * seconds, "default")
+        eval_rows[target] = EstimateRow("eval", target, task.kind, total, todo, n * per_example, n * seconds, basis)
 
     # where some cells are measured, correct the defaults by this machine's speed
     factor = None
@@ -280,17 +294,47 @@ def estimate_plan(config, plan, data_dir: Path | None, store=None) -> Estimate:
     if measured["train"] or measured["eval"]:
         speed_source = "speeds measured by the finished work in this output directory"
         if factor is not None:
-            speed_source += f"; evaluation here ran at {1 / factor:.2g}x the default speed for this model size"
+            speed_source += f"; evaluation here ran at {1 / factor:.2g}x the {basis} speed for this model size"
+    elif calibrated:
+        speed_source = ("this machine's speeds from `traitmap calibrate` on {when} (training ~{train:.0f} tokens/s "
+                        "in {precision}, scoring ~{score:.0f}, decoding ~{generate:.0f})").format(
+                            when=calibrated["measured"][:10], precision=calibrated["precision"], **speeds)
     else:
         speed_source = ("default speeds measured on SmolLM2-135M on 2 CPU cores (training ~{train:.0f}, scoring "
                         "~{score:.0f}, generation ~{generate:.0f} tokens/s)").format(**DEFAULT_SPEEDS)
         if abs(scale - 1) > 0.05:
             speed_source += f", divided by {scale:.2g} for this model's size"
+        notes.append("run `traitmap calibrate` once to measure this machine's speeds (about a minute)")
         if _has_gpu():
             notes.append("a GPU is present: the default speeds are for a CPU, expect much less")
-    if any(r.kind == "generate" for r in rows):
-        notes.append("generation is counted at its token limit (an upper bound: outputs usually stop earlier)")
+    if generated_by_reference:
+        notes.append(f"answers of {', '.join(generated_by_reference)} are counted at the length of the task's "
+                     "reference answers (no output of this study measured yet)")
     return Estimate(rows, speeds, speed_source, token_source, notes)
+
+
+def calibrated_speeds(config) -> dict | None:
+    """This machine's calibrated speeds for the study's base model and training precision."""
+    from traitmap import speeds
+
+    found = speeds.load(config.base_model)
+    if not found:
+        return None
+    precision = found["train_precision"] if config.train.precision == "auto" else config.train.precision
+    train = found.get(f"train_{precision}")
+    if train is None:  # e.g. bf16 forced on a machine where calibration ran fp32 only
+        return None
+    return {"speeds": {"train": train, "score": found["score"], "generate": found["decode"]},
+            "precision": precision, "measured": found["measured"]}
+
+
+def measured_output_lengths(store) -> dict[str, float]:
+    """Mean generated tokens per generate target, from this study's finished cells."""
+    if store is None:
+        return {}
+    rows = store.db.execute(
+        "SELECT task, AVG(output_tokens) FROM records WHERE logprobs = '' GROUP BY task").fetchall()
+    return {task: float(mean) for task, mean in rows if mean is not None}
 
 
 def _has_gpu() -> bool:

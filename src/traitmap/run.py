@@ -150,8 +150,7 @@ def evaluate_missing(config: StudyConfig, store: Store, out_dir: Path, data_dir:
         bars = {job.task.name: bar.add_task(f"  {job.task.name} ({len(job.cells)} models)", total=job.requests, info="")
                 for job in jobs}
         for result in executor.evaluate(jobs, lambda job, n: bar.advance(bars[job.task.name], n)):
-            store.add_cell(result.model, result.seed, result.task, result.records, result.seconds, now())
-            score = sum(r["correct"] for r in result.records) / max(1, len(result.records))
+            score = store.add_cell(result.model, result.seed, result.task, result.records, result.seconds, now())
             metric = tasks.get(result.task, extra_dirs=config.task_dirs).metric
             bar.advance(overall)
             console.print(f"  {result.model:<28} {result.task:<22} {metric} {score:.3f}  ({result.seconds:.0f} s)")

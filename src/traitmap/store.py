@@ -138,8 +138,9 @@ class Store:
     def done_cells(self) -> set[tuple[str, int, str]]:
         return set(self.db.execute("SELECT model, seed, task FROM cells").fetchall())
 
-    def add_cell(self, model: str, seed: int, task: str, records: list[dict], seconds: float, finished: str) -> None:
-        """Records and the done mark in one transaction: a cell is whole or absent."""
+    def add_cell(self, model: str, seed: int, task: str, records: list[dict], seconds: float, finished: str) -> float:
+        """Records and the done mark in one transaction: a cell is whole or absent. Returns
+        the cell's score, the mean of its records' `correct` (NaN for no records)."""
         score = sum(r["correct"] for r in records) / len(records) if records else float("nan")
         with self.db:
             self.db.execute("DELETE FROM records WHERE model=? AND seed=? AND task=?", (model, seed, task))
@@ -148,6 +149,7 @@ class Store:
                 [tuple(r[c] for c in RECORD_COLUMNS) for r in records],
             )
             self.db.execute("INSERT OR REPLACE INTO cells VALUES (?,?,?,?,?,?,?)", (model, seed, task, len(records), score, seconds, finished))
+        return score
 
     def cells(self) -> pd.DataFrame:
         return pd.read_sql_query("SELECT * FROM cells ORDER BY rowid", self.db)

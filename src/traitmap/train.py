@@ -117,19 +117,22 @@ def train_adapter(model_dir: Path, examples, cfg: TrainConfig, seed: int, *, pro
 
     log, tokens, start = [], 0, time.perf_counter()
     for step in range(steps):
-        loss_sum = 0.0
+        loss_sum, step_tokens = 0.0, 0
         for _ in range(cfg.grad_accum):
             ids, mask, labels = (t.to(where) for t in next(batches))
             with autocast:
                 loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss / cfg.grad_accum
             loss.backward()
             loss_sum += loss.item()
-            tokens += int(mask.sum())
+            step_tokens += int(mask.sum())
+        tokens += step_tokens
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm).item()
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        log.append({"step": step + 1, "loss": round(loss_sum, 5), "grad_norm": round(grad_norm, 4), "lr": scheduler.get_last_lr()[0]})
+        log.append({"step": step + 1, "loss": round(loss_sum, 5), "grad_norm": round(grad_norm, 4),
+                    "lr": scheduler.get_last_lr()[0], "tokens": step_tokens,
+                    "elapsed": round(time.perf_counter() - start, 3)})
         if progress is not None:
             progress(step + 1, steps, loss_sum)
     seconds = time.perf_counter() - start

@@ -8,7 +8,8 @@ and a waiting prompt takes its place, so a batch costs what its rows produce rat
 than rows x the longest row. Decoding is plain greedy argmax: the study fixes the
 decoding, not the model's generation_config.
 
-Rows of different adapters share a batch through PEFT's `adapter_names`.
+Rows of different adapters share a batch: each row's LoRA update is its own
+(`backends.lora`), added to the frozen base model's output.
 
 Why results do not depend on what shares a batch: everything runs in fp32, prompts are
 left-padded with explicit position ids and padded positions are masked, and each row's
@@ -25,10 +26,11 @@ from pathlib import Path
 import torch
 
 from traitmap.backends.base import MAX_PROMPT_TOKENS, AdapterRef, Backend, Progress, Request, Response, register
+from traitmap.backends.lora import AdapterBank
 from traitmap.errors import TraitmapError
 from traitmap.tokens import prompt_ids
 
-BASE = "__base__"  # PEFT's name for "no adapter" in `adapter_names`
+BASE = 0  # the adapter slot of the base model
 
 
 def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,7 +53,7 @@ class _Row:
 
     index: int
     prompt: list[int]
-    adapter: str
+    adapter: int
     max_new_tokens: int
     stop: tuple[str, ...]
     new: list[int] = field(default_factory=list)
@@ -65,49 +67,32 @@ class HFBackend(Backend):
         super().__init__(model_dir, batch_size=batch_size)
         self.tokenizer = load_tokenizer(self.model_dir)
         self.model = load_model(self.model_dir)
-        self.peft = None
-        self.keys: dict[AdapterRef, str] = {}
+        self.bank = AdapterBank(self.model)
         self._choice_ids: dict[str, list[int]] = {}
 
     # adapters ----------------------------------------------------------------------------
-    def adapter_key(self, ref: AdapterRef | None) -> str:
-        """PEFT's name for the adapter, loading it on first use; BASE for the base model.
+    def adapter_slot(self, ref: AdapterRef | None) -> int:
+        """The adapter's slot in the bank, loading it on first use; BASE for the base model.
 
         A failed or partial load is an error, never a silent fall-back to the base model
-        (the authors' code had that bug; PEFT itself treats an unknown name as the base).
+        (the authors' code had that bug).
         """
         if ref is None:
             return BASE
-        if ref in self.keys:
-            return self.keys[ref]
-        from peft import PeftModel
-        from peft.utils import get_peft_model_state_dict
-        from safetensors import safe_open
-
-        key = f"a{len(self.keys)}"
+        key = f"{ref.name}/{ref.seed}/{Path(ref.path).resolve()}"
+        if key in self.bank.slots:
+            return self.bank.slots[key]
         try:
-            if self.peft is None:
-                self.peft = PeftModel.from_pretrained(self.model, ref.path, adapter_name=key, is_trainable=False)
-            else:
-                self.peft.load_adapter(ref.path, adapter_name=key, is_trainable=False)
-            # PEFT only warns when the file lacks weights, leaving them at their initial
-            # values (LoRA B = 0: the base model); that must be an error too.
-            with safe_open(Path(ref.path) / "adapter_model.safetensors", framework="pt") as saved:
-                missing = sorted(set(get_peft_model_state_dict(self.peft, adapter_name=key)) - set(saved.keys()))
+            return self.bank.load(key, Path(ref.path))
+        except TraitmapError as e:
+            raise TraitmapError(f"adapter '{ref.name}' (seed {ref.seed}) is not usable: {e}") from None
         except Exception as e:  # noqa: BLE001 -- any load failure names the adapter
             raise TraitmapError(f"adapter '{ref.name}' (seed {ref.seed}) failed to load: {e}", file=ref.path) from None
-        if missing:
-            raise TraitmapError(f"adapter '{ref.name}' (seed {ref.seed}) is incomplete: {len(missing)} weights missing, "
-                                f"e.g. {missing[0]}", file=ref.path)
-        self.peft.eval()
-        self.keys[ref] = key
-        return key
 
-    def _forward(self, adapters: list[str], **inputs):
+    def _forward(self, adapters: list[int], **inputs):
         """One forward pass, each row through its own adapter (or none)."""
-        if self.peft is None:
-            return self.model(**inputs)
-        return self.peft(**inputs, adapter_names=adapters)
+        self.bank.route(adapters)
+        return self.model(**inputs)
 
     @property
     def device(self) -> torch.device:
@@ -116,7 +101,7 @@ class HFBackend(Backend):
     # the interface -----------------------------------------------------------------------
     @torch.inference_mode()
     def answer(self, requests: Sequence[Request], progress: Progress | None = None) -> Iterator[tuple[int, Response]]:
-        adapters = [self.adapter_key(r.adapter) for r in requests]  # every adapter loads (or fails) first
+        adapters = [self.adapter_slot(r.adapter) for r in requests]  # every adapter loads (or fails) first
         choice = [i for i, r in enumerate(requests) if r.kind == "choice"]
         generate = [i for i, r in enumerate(requests) if r.kind == "generate"]
         if choice:
@@ -130,7 +115,7 @@ class HFBackend(Backend):
             self._choice_ids[text] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         return self._choice_ids[text]
 
-    def _score(self, requests: list[Request], adapters: list[str], indices: list[int], progress: Progress | None):
+    def _score(self, requests: list[Request], adapters: list[int], indices: list[int], progress: Progress | None):
         """Summed log-probability of each choice; one sequence per prompt when every choice
         is one token, else one per (prompt, choice). Batches hold sequences of similar length."""
         seqs: list[tuple[int, int | None, list[int]]] = []  # (request, choice or None, token ids)
@@ -174,7 +159,7 @@ class HFBackend(Backend):
                 progress(len(finished))
 
     # generate ----------------------------------------------------------------------------
-    def _generate(self, requests: list[Request], adapters: list[str], indices: list[int], progress: Progress | None):
+    def _generate(self, requests: list[Request], adapters: list[int], indices: list[int], progress: Progress | None):
         """Greedy decoding with continuous batching over a KV cache.
 
         Up to `batch_size` rows are in flight. Waiting prompts (shortest first) are

@@ -63,6 +63,7 @@ TOML schema (docs/tasks.md has the long version)
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Iterable
 
@@ -77,7 +78,18 @@ def get(name: str, extra_dirs: Iterable[Path | str] = ()) -> Task:
     files = _task_files(extra_dirs)
     if name not in files:
         raise TraitmapError(f"unknown task '{name}'; known tasks: {', '.join(sorted(files))}", field="task")
-    return load_file(files[name])
+    return _load_cached(files[name])
+
+
+def _load_cached(path: Path) -> Task:
+    """load_file, read again only when the file changed (a study asks for its tasks often)."""
+    stat = path.stat()
+    return _load_version(path, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=256)
+def _load_version(path: Path, mtime_ns: int, size: int) -> Task:
+    return load_file(path)
 
 
 def names(extra_dirs: Iterable[Path | str] = ()) -> list[str]:
