@@ -9,7 +9,6 @@ nothing that finished and ends with the same matrix.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import platform
 import random
@@ -21,10 +20,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from traitmap import tasks
+from traitmap.console import log_lines
 from traitmap.errors import TraitmapError
-from traitmap.plan import CONFIG_FILE, DB_FILE, FROZEN_KEYS, adapter_path, make_plan, source_examples, target_examples
+from traitmap.plan import CONFIG_FILE, DB_FILE, adapter_path, make_plan, source_examples, target_examples
 from traitmap.study import HUB, StudyConfig
-from traitmap.store import Store, write_atomic, write_json
+from traitmap.store import Store, StudyLock, remove_temporaries, write_atomic, write_error, write_json
 
 
 
@@ -56,27 +56,24 @@ def machine() -> dict:
 
 
 def prepare_out_dir(config: StudyConfig, out_dir: Path, data_dir: Path | None) -> Store:
-    """Create or reopen an output dir; refuse one whose finished work used other settings."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    saved_path = out_dir / CONFIG_FILE
-    current = config.to_dict()
-    if saved_path.is_file():
-        saved = json.loads(saved_path.read_text())["config"]
-        for key in FROZEN_KEYS:
-            if saved.get(key) != current.get(key):
-                raise TraitmapError(
-                    f"this output directory holds a study run with a different '{key}'; use a new --out directory",
-                    file=saved_path, field=key,
-                )
-        old_sources = {s["name"]: s for s in saved["sources"]}
-        for s in current["sources"]:
-            if s["name"] in old_sources and old_sources[s["name"]] != s:
-                raise TraitmapError(
-                    f"source '{s['name']}' was defined differently in the finished run; rename it or use a new --out",
-                    file=saved_path, field="sources",
-                )
-    write_json(saved_path, {"config": current, "data_dir": str(data_dir) if data_dir else HUB, "seeds": config.seeds, "versions": versions(), "machine": machine()})
-    return Store(out_dir / DB_FILE)
+    """Create or reopen an output dir and lock it for this process; refuse one whose
+    finished work used other settings. The store's close releases the lock."""
+    from traitmap.validate import check_out_dir
+
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise write_error(error, out_dir) from None
+    lock = StudyLock(out_dir)
+    try:
+        check_out_dir(config, out_dir)  # again under the lock: another run may have written it meanwhile
+        remove_temporaries(out_dir)  # left by a killed run
+        write_json(out_dir / CONFIG_FILE, {"config": config.to_dict(), "data_dir": str(data_dir) if data_dir else HUB,
+                                           "seeds": config.seeds, "versions": versions(), "machine": machine()})
+        return Store(out_dir / DB_FILE, lock=lock)
+    except BaseException:
+        lock.release()
+        raise
 
 
 def train_missing(config: StudyConfig, store: Store, out_dir: Path, data_dir: Path | None, model_dir: Path, console: Console) -> None:
@@ -87,7 +84,7 @@ def train_missing(config: StudyConfig, store: Store, out_dir: Path, data_dir: Pa
     if not todo:
         return
     with progress_bar(console) as bar:
-        for name, seed in todo:
+        for name, seed in log_lines(todo, console, "adapters", lambda job: f"{job[0]} (seed {job[1]})"):
             source = config.source(name)
             examples = source_examples(config, name, data_dir, seed)
             steps = config.train.total_steps(len(examples))
@@ -224,9 +221,11 @@ def run_study(config: StudyConfig, out_dir: Path, data_dir: Path | None, *, cons
     """Do the given steps of a study, skipping finished work; returns the report's path if built."""
     from traitmap import models
     from traitmap.api import Study
+    from traitmap.validate import validate_study
 
     seed_everything(config.seed)
     out_dir = Path(out_dir)
+    validate_study(config, data_dir, out_dir)  # reads only: nothing is written unless the whole plan is valid
     store = prepare_out_dir(config, out_dir, data_dir)
     started, clock = now(), time.perf_counter()
     run_id = store.start_run(started, " ".join(steps), config.to_dict(), versions(), machine())
