@@ -898,3 +898,17 @@ def test_bad_input_is_one_line_and_leaves_no_trace(name, world, tmp_path, monkey
         assert tree(c.watch) == before, "the output folder changed"
     leftovers = [p for p in tmp_path.rglob("*.tmp")]
     assert not leftovers, leftovers
+
+
+@pytest.mark.parametrize("name", ["usage: an unknown option", "data: malformed JSON on line 37"])
+def test_a_real_process_exits_2_with_one_line(name, world, tmp_path):
+    """The same cases as a separate process: the exit code and the stream are the real ones."""
+    import subprocess
+
+    c = CASES[name](world, tmp_path)
+    done = subprocess.run([sys.executable, "-m", "traitmap.cli", *map(str, c.args)], capture_output=True, text=True,
+                          env={**os.environ, "TRAITMAP_DATA_DIR": str(world.data), "COLUMNS": "80"}, timeout=120)
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert all(part in lines[0] for part in c.expect), lines[0]
+    assert c.watch is None or not c.watch.exists()

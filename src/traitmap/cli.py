@@ -116,7 +116,7 @@ def _print_estimate(config, plan, data_dir, store) -> None:
     # item names never broken mid-word.
     table = Table(title="Estimated time (an estimate, not a promise)", box=box.SIMPLE_HEAD, show_edge=False,
                   pad_edge=False, padding=(0, 0))
-    for header in ("step", "item", "units", "to do", "tok/unit", "time/unit", "time left", "speed"):
+    for header in ("step", "item", "units", "to do", "tok/unit", "per unit", "time", "speed"):
         table.add_column(header, justify="left" if header in ("step", "item", "speed") else "right", no_wrap=True,
                          overflow="ellipsis")
     for r in est.rows:
