@@ -28,9 +28,9 @@ import pytest
 from rich.console import Console
 
 from traitmap import cli, models
-from traitmap.store import LOCK_FILE, Store
+from traitmap.store import LOCK_FILE
 
-from conftest import real_data_dir  # noqa: E402  (pytest puts tests/ on sys.path)
+from conftest import real_data_dir  # tests/ is on sys.path under pytest
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
