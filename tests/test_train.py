@@ -1,4 +1,5 @@
-"""Training one LoRA adapter on the tiny model: it learns, masks the prompt, saves a loadable adapter."""
+"""Training one LoRA adapter on the tiny model: it learns, masks the prompt, saves a loadable adapter,
+and picks its precision from what the machine has."""
 
 import json
 
@@ -7,7 +8,8 @@ import torch
 
 from traitmap.study import PRESETS, TrainConfig
 from traitmap.tasks import Example
-from traitmap.train import IGNORE, tokenize_examples, train_adapter
+from traitmap.run import save_adapter
+from traitmap.train import IGNORE, native_bf16, tokenize_examples, train_adapter, training_precision
 
 EXAMPLES = [
     Example(id=str(i), prompt=f"What is the sentiment of the below sentence?\n{text}\nSentiment:\n", target=label,
@@ -25,8 +27,14 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def config(**changes) -> TrainConfig:
-    values = {**PRESETS["cpu"], "steps": 2, "batch_size": 2, "max_length": 64, **changes}
+    values = {**PRESETS["cpu"], "steps": 2, "batch_size": 2, "max_length": 64, "precision": "fp32", **changes}
     return TrainConfig(preset="cpu", **values)
+
+
+def train_to(folder, model_dir, cfg, seed=0) -> dict:
+    trained = train_adapter(model_dir, EXAMPLES, cfg, seed)
+    save_adapter(trained, folder)
+    return trained.log
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +76,7 @@ def test_total_steps():
 
 
 def test_loss_decreases(tiny_model_dir, tmp_path):
-    log = train_adapter(tiny_model_dir, EXAMPLES, config(steps=30, lr=1e-2, warmup_steps=0, r=4), 0, tmp_path / "a")
+    log = train_adapter(tiny_model_dir, EXAMPLES, config(steps=30, lr=1e-2, warmup_steps=0, r=4), 0).log
     losses = [entry["loss"] for entry in log["log"]]
     assert len(losses) == 30 and log["steps"] == 30
     # The tiny model's tied, small embeddings cap how far its loss can fall; 0.15 nats is well clear of noise.
@@ -82,7 +90,7 @@ def test_saved_adapter_loads_with_peft_and_changes_the_model(tiny_model_dir, tmp
 
     out = tmp_path / "adapters" / "a"
     out.parent.mkdir()
-    log = train_adapter(tiny_model_dir, EXAMPLES, config(lr=1e-2, r=4), 0, out)
+    log = train_to(out, tiny_model_dir, config(lr=1e-2, r=4))
     assert [p.name for p in out.parent.iterdir()] == ["a"]  # no .tmp folder left behind
     assert json.loads((out / "training_log.json").read_text())["final_loss"] == log["final_loss"]
 
@@ -96,7 +104,7 @@ def test_saved_adapter_loads_with_peft_and_changes_the_model(tiny_model_dir, tmp
 
 def test_same_seed_same_adapter_other_seed_other_adapter(tiny_model_dir, tmp_path):
     for name, seed in [("a", 1), ("b", 1), ("c", 2)]:
-        train_adapter(tiny_model_dir, EXAMPLES, config(), seed, tmp_path / name)
+        train_to(tmp_path / name, tiny_model_dir, config(), seed)
     a, b, c = (lora_weights(tmp_path / name) for name in "abc")
     assert a.keys() == b.keys() and len(a) > 0
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -107,6 +115,27 @@ def test_training_replaces_an_existing_adapter(tiny_model_dir, tmp_path):
     out = tmp_path / "a"
     out.mkdir()
     (out / "stale.txt").write_text("old")
-    train_adapter(tiny_model_dir, EXAMPLES, config(), 0, out)
+    train_to(out, tiny_model_dir, config())
     assert not (out / "stale.txt").exists() and (out / "adapter_config.json").is_file()
     assert not (tmp_path / "a.tmp").exists()
+
+
+def test_auto_precision_is_bf16_only_where_the_machine_has_bf16_units():
+    cpu = torch.device("cpu")
+    assert training_precision("auto", cpu) == ("bf16" if native_bf16(cpu) else "fp32")
+    assert training_precision("fp32", cpu) == "fp32" and training_precision("bf16", cpu) == "bf16"
+
+
+def test_the_training_log_says_which_precision_ran(tiny_model_dir):
+    log = train_adapter(tiny_model_dir, EXAMPLES, config(precision="auto"), 0).log
+    assert log["precision"] == training_precision("auto", torch.device("cpu")) and log["device"] == "cpu"
+
+
+def test_a_failed_save_leaves_no_temporary_folder(tmp_path):
+    from traitmap.jobs import TrainedAdapter
+
+    from traitmap.errors import TraitmapError
+
+    with pytest.raises(TraitmapError, match="could not write it"):
+        save_adapter(TrainedAdapter({"adapter_config.json": b"{}", "": b"x"}, {}), tmp_path / "a")
+    assert list(tmp_path.iterdir()) == []

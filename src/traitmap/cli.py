@@ -180,16 +180,17 @@ def matrix(out_dir: Path, gains: bool = typer.Option(False, help="Show gains ove
 
 
 @app.command()
-def pca(out_dir: Path, on: str = typer.Option("gains", help="'gains' or 'scores'."),
-        standardize: bool = typer.Option(False, help="Scale each task to unit variance."),
-        n_components: int = typer.Option(4, min=1, help="Number of components.")):
-    """PCA of the transfer matrix -> pca.json (explained variance, loadings, trait profiles)."""
-    from traitmap import run as runner
+def pca(out_dir: Path, on: Optional[str] = typer.Option(None, help="'gains' or 'scores' (default: the study's [analysis] pca_on, else gains)."),
+        standardize: Optional[bool] = typer.Option(None, help="Scale each task to unit variance (default: the study's setting)."),
+        n_components: Optional[int] = typer.Option(None, min=1, help="Number of components (default: the study's setting, else 4).")):
+    """PCA of the transfer matrix -> pca.json, pca_loadings.csv, pca_scores.csv."""
+    from traitmap.analysis import pca as trait_pca
     from traitmap.api import Study
 
     study = Study.load(out_dir)
     with _writing(study.out_dir):
-        result = runner.write_pca(study, on=on, standardize=standardize, n_components=n_components)
+        result = trait_pca.fit_study(study, n_components=n_components, on=on, standardize=standardize)
+        trait_pca.write(result, study.out_dir)
     for name, ratio in result.explained_variance_ratio_.items():
         top = result.loadings_.loc[name].abs().sort_values(ascending=False).index[:3]
         out_console.print(f"{name}: {ratio:.1%} of variance; top tasks: {', '.join(top)}")
@@ -286,9 +287,9 @@ targets = [{targets}]
 
 [train]
 # "cpu": LoRA r=8 on all projections, lr 1e-3 cosine, batch 4, 16 steps, 64 examples,
-#        max_length 192, fp32 -- sized for a laptop CPU (a few minutes per adapter).
+#        max_length 192 -- sized for a laptop CPU (a few minutes per adapter).
 # "paper": the paper's settings: r=64, alpha=32, lr 5e-5 cosine with 100 warmup steps,
-#        batch 16 x 4, one epoch over the whole split, max_length 2048, bf16 -- a GPU.
+#        batch 16 x 4, one epoch over the whole split, max_length 2048 -- a GPU.
 preset = "cpu"
 # Any preset value can be overridden here (the values shown are the cpu preset's):
 # steps = 16                # optimizer steps (set steps or epochs, not both)
@@ -307,13 +308,15 @@ preset = "cpu"
 # weight_decay = 0.0        # AdamW weight decay
 # max_grad_norm = 1.0       # gradient clipping
 # loss_on = "answer"        # "answer": loss on the answer only; "all": on prompt and answer
-# precision = "fp32"        # or "bf16" (fast on GPUs; ~30x slower on CPUs without bf16 units)
+# precision = "auto"        # bf16 where the machine has bf16 units (GPUs, AMX, AVX512-BF16), else fp32
+# trainer = "peft"          # the training engine (one today: PEFT LoRA)
 
 [eval]
 examples = 40             # test examples per target, the same for every model ("all": whole split)
-batch_size = 16           # examples per forward pass (results do not depend on it)
+batch_size = 16           # rows per forward pass, and rows in flight while generating (results do not depend on it)
 # limits = {{ {first_target} = 24 }}             # per-target override of `examples` (targets only)
 # max_new_tokens = {{ {first_target} = 160 }}    # per-target cap on generated tokens (generate tasks)
+# backend = "auto"          # the engine that answers: "auto" (best for this machine) or "hf"
 
 # [analysis]                # optional settings of the analyses
 # n_components = 4          # latent traits (PCA components) to keep

@@ -23,24 +23,31 @@ from rich.console import Console
 Job = TypeVar("Job")
 
 
-def log_lines(jobs: Iterable[Job], console: Console, what: str, label: Callable[[Job], str] = str) -> Iterator[Job]:
+def log_lines(jobs: Iterable[Job], console: Console, what: str, label: Callable[[Job], str] = str,
+              total: int | None = None) -> Iterator[Job]:
     """Yield each job; off a terminal, print `[2/5 adapters] imdb (seed 0) done in 41s;
-    elapsed 1m32s, about 2m18s left` once its loop body is done (not when it raised)."""
-    jobs = list(jobs)
+    elapsed 1m32s, about 2m18s left` once its loop body is done (not when it raised).
+
+    `jobs` may be a stream of results arriving as work finishes (give `total` then): a
+    job's time is then the time since the one before it.
+    """
+    if total is None:
+        jobs = list(jobs)
+        total = len(jobs)
     if console.is_terminal:
         yield from jobs
         return
-    start = time.perf_counter()
+    start = began = time.perf_counter()
     for number, job in enumerate(jobs, start=1):
-        began = time.perf_counter()
         yield job
         finished = time.perf_counter()
         elapsed = finished - start
-        left = elapsed / number * (len(jobs) - number)
-        console.print(f"{datetime.now():%H:%M:%S} [{number}/{len(jobs)} {what}] {label(job)} done in "
+        left = elapsed / number * (total - number)
+        console.print(f"{datetime.now():%H:%M:%S} [{number}/{total} {what}] {label(job)} done in "
                       f"{duration(finished - began)}; elapsed {duration(elapsed)}, "
-                      + (f"about {duration(left)} left" if number < len(jobs) else "all done"),
+                      + (f"about {duration(left)} left" if number < total else "all done"),
                       markup=False, highlight=False, soft_wrap=True)
+        began = finished
 
 
 def duration(seconds: float) -> str:

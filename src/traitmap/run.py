@@ -8,10 +8,10 @@ nothing that finished and ends with the same matrix.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import platform
 import random
+import shutil
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,12 +20,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from traitmap import tasks
+from traitmap.backends.base import AdapterRef
 from traitmap.console import log_lines
 from traitmap.errors import TraitmapError
+from traitmap.jobs import EvalJob, TrainedAdapter, TrainJob
 from traitmap.plan import CONFIG_FILE, DB_FILE, adapter_path, make_plan, source_examples, target_examples
 from traitmap.study import HUB, StudyConfig
 from traitmap.store import Store, StudyLock, remove_temporaries, write_atomic, write_error, write_json
-
 
 
 def now() -> str:
@@ -76,117 +77,86 @@ def prepare_out_dir(config: StudyConfig, out_dir: Path, data_dir: Path | None) -
         raise
 
 
-def train_missing(config: StudyConfig, store: Store, out_dir: Path, data_dir: Path | None, model_dir: Path, console: Console) -> None:
-    from traitmap.train import train_adapter
-
-    plan = make_plan(config, store)
-    todo = plan.todo_adapters
+def train_missing(config: StudyConfig, store: Store, out_dir: Path, data_dir: Path | None, executor,
+                  console: Console) -> None:
+    """Train every adapter the store lacks; each one is saved and recorded as soon as it is back."""
+    todo = make_plan(config, store).todo_adapters
     if not todo:
         return
+    jobs = []
+    for name, seed in todo:
+        source = config.source(name)
+        jobs.append(TrainJob(name, seed, source.task, source.variant, source_examples(config, name, data_dir, seed),
+                             config.train, config.base_model))
     with progress_bar(console) as bar:
-        for name, seed in log_lines(todo, console, "adapters", lambda job: f"{job[0]} (seed {job[1]})"):
-            source = config.source(name)
-            examples = source_examples(config, name, data_dir, seed)
-            steps = config.train.total_steps(len(examples))
-            job = bar.add_task(f"train {name} (seed {seed})", total=steps, info="")
-            path = adapter_path(out_dir, name, seed)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            log = train_adapter(
-                model_dir, examples, config.train, seed, path,
-                progress=lambda step, total, loss: bar.update(job, completed=step, info=f"loss {loss:.3f}"),
-            )
-            store.add_adapter(name, seed, source.task, source.variant, path, {k: v for k, v in log.items() if k != "log"}, now())
+        bars = {(job.name, job.seed): bar.add_task(f"train {job.name} (seed {job.seed})",
+                                                   total=config.train.total_steps(len(job.examples)), info="")
+                for job in jobs}
+
+        def advance(job: TrainJob, step: int, steps: int, loss: float) -> None:
+            bar.update(bars[(job.name, job.seed)], completed=step, info=f"loss {loss:.3f}")
+
+        for job, trained in log_lines(executor.train(jobs, advance), console, "adapters",
+                                      lambda done: f"{done[0].name} (seed {done[0].seed})", total=len(jobs)):
+            path = adapter_path(out_dir, job.name, job.seed)
+            save_adapter(trained, path)
+            store.add_adapter(job.name, job.seed, job.task, job.variant, path,
+                              {k: v for k, v in trained.log.items() if k != "log"}, now())
+            bar.update(bars[(job.name, job.seed)], completed=trained.log["steps"],
+                       info=f"loss {trained.log['final_loss']:.3f} ({trained.log['precision']})")
 
 
-def evaluate_missing(config: StudyConfig, store: Store, out_dir: Path, data_dir: Path | None, model_dir: Path, console: Console) -> None:
-    from traitmap.evaluate import evaluate_cell
-    from traitmap.models import load_model, load_tokenizer
+def save_adapter(trained: TrainedAdapter, path: Path) -> None:
+    """Write an adapter's files into a temporary folder, then move it into place whole."""
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)
+        for name, content in trained.files.items():
+            with open(tmp / name, "wb") as f:
+                f.write(content)
+                f.flush()
+                os.fsync(f.fileno())
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(tmp, path)
+    except OSError as error:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise write_error(error, tmp) from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
-    plan = make_plan(config, store)
-    todo = plan.todo_cells
+
+def evaluate_missing(config: StudyConfig, store: Store, out_dir: Path, data_dir: Path | None, executor,
+                     console: Console) -> None:
+    """Evaluate every cell the store lacks: one job per target holding all its pending
+    models, so the backend can batch adapters together; each cell is committed whole as
+    soon as it is back."""
+    todo = make_plan(config, store).todo_cells
     if not todo:
         return
-    missing = [a for a in {(m, s) for m, s, _ in todo if m != "base"} if not store.adapter_done(*a)]
+    missing = sorted({(m, s) for m, s, _ in todo if m != "base" and not store.adapter_done(m, s)})
     if missing:
         raise TraitmapError(f"adapter '{missing[0][0]}' (seed {missing[0][1]}) is not trained yet: run `traitmap train` first")
-    tokenizer = load_tokenizer(model_dir)
-    model = load_model(model_dir)
-    adapters = AdapterSwitch(model, out_dir)
-    examples_by_task = {t: target_examples(config, t, data_dir) for t in config.targets}
+    jobs = []
+    for target in config.targets:
+        cells = [(m, s, None if m == "base" else AdapterRef(m, s, adapter_path(out_dir, m, s)))
+                 for m, s, t in todo if t == target]
+        if cells:
+            jobs.append(EvalJob(tasks.get(target, extra_dirs=config.task_dirs), target_examples(config, target, data_dir),
+                                cells, config.base_model, config.eval.backend, config.eval.batch_size,
+                                config.eval.max_new_tokens.get(target)))
     with progress_bar(console) as bar:
         overall = bar.add_task("evaluate (cells)", total=len(todo), info="")
-        for model_name, seed, task_name in todo:
-            task = tasks.get(task_name, extra_dirs=config.task_dirs)
-            examples = examples_by_task[task_name]
-            job = bar.add_task(f"  {model_name} on {task_name}", total=len(examples), info="")
-            start = time.perf_counter()
-            with adapters.use(model_name, seed) as active:
-                records = evaluate_cell(
-                    active, tokenizer, task, examples, model_name=model_name, seed=seed,
-                    batch_size=config.eval.batch_size, max_new_tokens=config.eval.max_new_tokens.get(task_name),
-                    progress=lambda n: bar.advance(job, n),
-                )
-            seconds = time.perf_counter() - start
-            store.add_cell(model_name, seed, task_name, records, seconds, now())
-            score = sum(r["correct"] for r in records) / max(1, len(records))
-            bar.update(job, info=f"{task.metric} {score:.3f}", completed=len(examples))
-            bar.remove_task(job)
+        bars = {job.task.name: bar.add_task(f"  {job.task.name} ({len(job.cells)} models)", total=job.requests, info="")
+                for job in jobs}
+        results = executor.evaluate(jobs, lambda job, n: bar.advance(bars[job.task.name], n))
+        for result in log_lines(results, console, "cells", lambda cell: f"{cell.model} on {cell.task}", total=len(todo)):
+            store.add_cell(result.model, result.seed, result.task, result.records, result.seconds, now())
+            score = sum(r["correct"] for r in result.records) / max(1, len(result.records))
+            metric = tasks.get(result.task, extra_dirs=config.task_dirs).metric
             bar.advance(overall)
-            console.print(f"  {model_name:<28} {task_name:<22} {task.metric} {score:.3f}  ({seconds:.0f} s)")
-
-
-class AdapterSwitch:
-    """One base model in memory, each adapter loaded once and switched in by name.
-
-    A failed adapter load is an error, never a silent fall-back to the base model (the
-    authors' code had that bug), and the active adapter is checked before every cell.
-    """
-
-    def __init__(self, model, out_dir: Path):
-        self.base, self.peft, self.out_dir = model, None, out_dir
-        self.keys: dict[tuple[str, int], str] = {}
-
-    def _load(self, name: str, seed: int) -> str:
-        from peft import PeftModel
-
-        path = adapter_path(self.out_dir, name, seed)
-        key = f"a{len(self.keys)}"
-        try:
-            if self.peft is None:
-                self.peft = PeftModel.from_pretrained(self.base, path, adapter_name=key, is_trainable=False)
-            else:
-                self.peft.load_adapter(path, adapter_name=key, is_trainable=False)
-        except Exception as e:
-            raise TraitmapError(f"adapter '{name}' (seed {seed}) failed to load: {e}", file=path) from None
-        # PEFT only warns when the file lacks the adapter's weights, leaving them at their
-        # initial values (LoRA B = 0: the base model); that must be an error too.
-        from peft.utils import get_peft_model_state_dict
-        from safetensors import safe_open
-
-        with safe_open(path / "adapter_model.safetensors", framework="pt") as saved:
-            missing = sorted(set(get_peft_model_state_dict(self.peft, adapter_name=key)) - set(saved.keys()))
-        if missing:
-            raise TraitmapError(f"adapter '{name}' (seed {seed}) is incomplete: {len(missing)} weights missing, "
-                                f"e.g. {missing[0]}", file=path)
-        self.peft.eval()
-        self.keys[(name, seed)] = key
-        return key
-
-    @contextlib.contextmanager
-    def use(self, name: str, seed: int):
-        """The model to evaluate as `name`: the base model, or the base with that adapter active."""
-        if name == "base":
-            if self.peft is None:
-                yield self.base
-            else:
-                with self.peft.disable_adapter():
-                    yield self.peft
-            return
-        key = self.keys.get((name, seed)) or self._load(name, seed)
-        self.peft.set_adapter(key)
-        if self.peft.active_adapter != key:
-            raise TraitmapError(f"adapter '{name}' could not be activated")
-        yield self.peft
+            console.print(f"  {result.model:<28} {result.task:<22} {metric} {score:.3f}  ({result.seconds:.0f} s)")
 
 
 def write_matrix_files(out_dir: Path, matrix) -> None:
@@ -207,19 +177,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def write_pca(study, *, on: str = "gains", standardize: bool = False, n_components: int = 4):
-    """pca.json for the study's matrix; returns the fitted TraitPCA."""
-    from traitmap.analysis.pca import TraitPCA
-
-    result = TraitPCA(n_components=n_components, on=on, standardize=standardize).fit(study.matrix)
-    write_json(study.out_dir / "pca.json", result.to_dict())
-    return result
-
-
 def run_study(config: StudyConfig, out_dir: Path, data_dir: Path | None, *, console: Console,
-              steps: tuple[str, ...] = ("train", "evaluate", "analyze", "report")) -> Path | None:
+              steps: tuple[str, ...] = ("train", "evaluate", "analyze", "report"),
+              executor_name: str = "local", executor_options: dict | None = None) -> Path | None:
     """Do the given steps of a study, skipping finished work; returns the report's path if built."""
-    from traitmap import models
+    from traitmap import executors
     from traitmap.api import Study
     from traitmap.validate import validate_study
 
@@ -230,11 +192,15 @@ def run_study(config: StudyConfig, out_dir: Path, data_dir: Path | None, *, cons
     started, clock = now(), time.perf_counter()
     run_id = store.start_run(started, " ".join(steps), config.to_dict(), versions(), machine())
     try:
-        model_dir = models.resolve(config.base_model) if {"train", "evaluate"} & set(steps) else None
-        if "train" in steps:
-            train_missing(config, store, out_dir, data_dir, model_dir, console)
-        if "evaluate" in steps:
-            evaluate_missing(config, store, out_dir, data_dir, model_dir, console)
+        if {"train", "evaluate"} & set(steps):
+            executor = executors.get(executor_name, **(executor_options or {}))
+            try:
+                if "train" in steps:
+                    train_missing(config, store, out_dir, data_dir, executor, console)
+                if "evaluate" in steps:
+                    evaluate_missing(config, store, out_dir, data_dir, executor, console)
+            finally:
+                executor.close()
         study = Study.load(out_dir)
         write_matrix_files(out_dir, study.matrix)
         complete = not make_plan(config, store).todo_cells

@@ -26,15 +26,16 @@ PRESETS: dict[str, dict] = {
         target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
         lr=1e-3, scheduler="cosine", warmup_steps=2, weight_decay=0.0, max_grad_norm=1.0,
         batch_size=4, grad_accum=1, steps=16, epochs=None, examples=64, max_length=192,
-        # fp32: CPUs without native bf16 (no AVX512-BF16/AMX) run bf16 autocast ~30x slower.
-        loss_on="answer", precision="fp32",
+        # auto: bf16 autocast where the machine has bf16 units (AMX, AVX512-BF16, GPUs), else
+        # fp32 (an AVX2-only CPU emulates bf16 about 30x slower than fp32).
+        loss_on="answer", precision="auto", trainer="peft",
     ),
     "paper": dict(
         r=64, alpha=32, dropout=0.0,
         target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
         lr=5e-5, scheduler="cosine", warmup_steps=100, weight_decay=0.0, max_grad_norm=1.0,
         batch_size=16, grad_accum=4, steps=None, epochs=1, examples=None, max_length=2048,
-        loss_on="answer", precision="bf16",
+        loss_on="answer", precision="auto", trainer="peft",
     ),
 }
 
@@ -59,6 +60,7 @@ class TrainConfig:
     max_length: int
     loss_on: str
     precision: str
+    trainer: str = "peft"
 
     def total_steps(self, n_examples: int) -> int:
         """Optimizer steps for one adapter: `steps`, or `epochs` over `n_examples`."""
@@ -73,6 +75,7 @@ class EvalConfig:
     limits: dict[str, int] = field(default_factory=dict)
     batch_size: int = 16
     max_new_tokens: dict[str, int] = field(default_factory=dict)
+    backend: str = "auto"
 
     def limit_for(self, task: str) -> int | None:
         return self.limits.get(task, self.examples)
@@ -246,6 +249,10 @@ def parse(raw: dict, *, path: Path | None = None, text: str = "") -> StudyConfig
         raise fail('must be a positive integer or "all"', "eval.examples")
     if not _positive_int(ev.batch_size):
         raise fail("must be a positive integer", "eval.batch_size")
+    from traitmap import backends
+
+    if ev.backend not in backends.names():
+        raise fail(f"unknown backend '{ev.backend}' (choose from {', '.join(backends.names())})", "eval.backend")
     for key in ("limits", "max_new_tokens"):
         table = getattr(ev, key)
         if not isinstance(table, dict) or not all(_positive_int(v) for v in table.values()):
@@ -361,8 +368,12 @@ def _check_train(t: TrainConfig, fail) -> None:
         raise fail("must be a positive number", "train.max_grad_norm")
     if t.loss_on not in ("answer", "all"):
         raise fail("must be 'answer' or 'all'", "train.loss_on")
-    if t.precision not in ("bf16", "fp32"):
-        raise fail("must be 'bf16' or 'fp32'", "train.precision")
+    if t.precision not in ("auto", "bf16", "fp32"):
+        raise fail("must be 'auto', 'bf16' or 'fp32'", "train.precision")
+    from traitmap.jobs import TRAINERS
+
+    if t.trainer not in TRAINERS:
+        raise fail(f"unknown trainer '{t.trainer}' (choose from {', '.join(TRAINERS)})", "train.trainer")
     if t.scheduler not in ("cosine", "linear", "constant"):
         raise fail("must be 'cosine', 'linear' or 'constant'", "train.scheduler")
     if not _is_list_of(t.target_modules, str) or not t.target_modules:

@@ -175,18 +175,27 @@ class TraitPCA:
         })
 
 
-def run(study, out_dir: Path) -> list[Path]:
+def fit_study(study, *, n_components: int | None = None, on: str | None = None,
+              standardize: bool | None = None) -> TraitPCA:
+    """The study's PCA with its [analysis] settings, each overridable (`traitmap pca` options)."""
+    settings = analysis_settings(study)
+    return TraitPCA(
+        n_components=int(settings.get("n_components", 4)) if n_components is None else n_components,
+        on=settings.get("pca_on", "gains") if on is None else on,
+        standardize=bool(settings.get("standardize", False)) if standardize is None else standardize,
+    ).fit(study.matrix)
+
+
+def write(pca: TraitPCA, out_dir: Path) -> list[Path]:
     """pca.json (everything), pca_loadings.csv (component x task), pca_scores.csv
     (adapter x component: trait profiles)."""
-    settings = analysis_settings(study)
-    pca = TraitPCA(
-        n_components=int(settings.get("n_components", 4)),
-        on=settings.get("pca_on", "gains"),
-        standardize=bool(settings.get("standardize", False)),
-    ).fit(study.matrix)
     out_dir = Path(out_dir)
     return [
         write_json(out_dir / "pca.json", pca.to_dict()),
         write_csv(out_dir / "pca_loadings.csv", pca.loadings_.rename_axis("component"), index=True),
         write_csv(out_dir / "pca_scores.csv", pca.scores_.rename_axis("adapter"), index=True),
     ]
+
+
+def run(study, out_dir: Path) -> list[Path]:
+    return write(fit_study(study), out_dir)

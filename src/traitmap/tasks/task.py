@@ -7,6 +7,7 @@ generator, for Goat) and renders each row into an `Example`.
 
 from __future__ import annotations
 
+import json
 import string
 import tomllib
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from traitmap import data, parsers, sandbox
+from traitmap.backends.base import AdapterRef, Request, Response
 from traitmap.errors import TraitmapError
 from traitmap.tasks import goat
 
@@ -46,6 +48,18 @@ class Example:
     input_text: str
     label: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One answer read by its task: the output (choice: the predicted verbalizer), its length
+    in tokens, the parsed answer, whether it is right, and the choices' log-probs as JSON."""
+
+    output: str
+    output_tokens: int
+    parsed: str | None
+    correct: bool
+    logprobs: str
 
 
 @dataclass(frozen=True)
@@ -234,7 +248,24 @@ class Task:
                                     field=self.id_field)
             seen.add(example.id)
 
-    # ------------------------------------------------ scoring
+    # ------------------------------------------------ requests and scoring
+
+    def request(self, example: Example, adapter: AdapterRef | None = None, max_new_tokens: int | None = None) -> Request:
+        """What a backend must answer for this example, for the base model or `adapter`."""
+        if self.choice:
+            return Request(example.prompt, adapter, choices=tuple(self.choice.verbalizers))
+        return Request(example.prompt, adapter, max_new_tokens=max_new_tokens or self.max_new_tokens,
+                       stop=tuple(self.stop))
+
+    def score(self, example: Example, response: Response) -> Scored:
+        """A backend's response to `request(example)`, read and scored."""
+        if self.choice:
+            lp = response.logprobs
+            predicted = max(self.choice.verbalizers, key=lambda c: lp[c])
+            return Scored(predicted, response.choice_tokens[predicted], predicted, predicted == example.gold,
+                          json.dumps({c: lp[c] for c in self.choice.verbalizers}))
+        parsed = self.parse(response.text)
+        return Scored(response.text, response.tokens, parsed, parsed is not None and self.is_correct(parsed, example), "")
 
     def parse(self, output_text: str) -> str | None:
         """The answer in a model output: a verbalizer (choice) or the parser's answer."""
