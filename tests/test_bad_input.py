@@ -826,14 +826,11 @@ def _(w, tmp):
 
 @case("disk full: saving an adapter")
 def _(w, tmp):
-    def half_saved(model_dir, examples, cfg, seed, path, **kwargs):
-        partial = path.with_name(path.name + ".tmp")
-        partial.mkdir(parents=True)
-        (partial / "adapter_model.safetensors").write_bytes(b"\0" * 100)
-        raise RuntimeError("Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "
-                           "\"No space left on device\" })")
-    PATCHES.append(("traitmap.train.train_adapter", half_saved))
-    return Case(run_args(w.study(tmp), tmp), [str(tmp / "out" / "adapters" / "reviews" / "seed0"), "no space left"],
+    def half_written(path, content):
+        path.write_bytes(content[: len(content) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+    PATCHES.append(("traitmap.run.write_file", half_written))
+    return Case(run_args(w.study(tmp), tmp), [str(tmp / "out" / "adapters" / "reviews" / "seed0.tmp"), "no space left"],
                 after_work=True)
 
 

@@ -113,10 +113,7 @@ def save_adapter(trained: TrainedAdapter, path: Path) -> None:
     try:
         tmp.mkdir(parents=True)
         for name, content in trained.files.items():
-            with open(tmp / name, "wb") as f:
-                f.write(content)
-                f.flush()
-                os.fsync(f.fileno())
+            write_file(tmp / name, content)
         shutil.rmtree(path, ignore_errors=True)
         os.replace(tmp, path)
     except OSError as error:
@@ -125,6 +122,13 @@ def save_adapter(trained: TrainedAdapter, path: Path) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def write_file(path: Path, content: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(content)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def evaluate_missing(config: StudyConfig, store: Store, out_dir: Path, data_dir: Path | None, executor,
