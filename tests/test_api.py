@@ -118,3 +118,26 @@ def test_source_examples_apply_the_variant(loaded):
 def test_loading_a_folder_that_is_not_a_study(tmp_path):
     with pytest.raises(TraitmapError, match="config.json"):
         Study.load(tmp_path)
+
+
+def test_the_data_dir_of_the_run_wins_over_the_environment(loaded, tmp_path, monkeypatch):
+    _, s = loaded
+    monkeypatch.setenv("TRAITMAP_DATA_DIR", str(tmp_path))  # another folder: analyses must not read it
+    assert s.data_dir == Path(s.meta["data_dir"]) != tmp_path
+    moved = Study(s.out_dir, s.config, {"config": {}, "data_dir": str(tmp_path / "gone")})
+    assert moved.data_dir == tmp_path  # the recorded folder is gone: the environment's is the fallback
+
+
+def test_time_spent_counts_the_work_of_every_run_even_unfinished_ones(loaded, tmp_path):
+    import shutil
+    import sqlite3
+
+    _, s = loaded
+    copy = Path(shutil.copytree(s.out_dir, tmp_path / "copy"))
+    with sqlite3.connect(copy / "traitmap.sqlite") as db:  # as if every run had been killed after its last cell
+        db.execute("UPDATE runs SET finished = NULL, seconds = NULL")
+    killed = Study.load(copy)
+    cells = killed.cells
+    assert killed.meta["work_seconds"] == pytest.approx(s.meta["work_seconds"])
+    assert killed.meta["work_seconds"] > cells["seconds"].sum() > 0  # training time counts too
+    assert killed.meta["finished"] == cells["finished"].max() and killed.meta["runs"] == 1

@@ -269,6 +269,27 @@ def test_status_of_a_finished_study(tmp_path):
     assert result.exit_code == 0 and "complete" in result.output and "index.html" in result.output
 
 
+def test_status_of_a_study_killed_during_its_analyses_is_not_complete(tmp_path):
+    out = fake_study(tmp_path / "analyses", FULL, finished=False)  # every cell done, the run never finished
+    st = study_status(out)
+    assert st.work_done and not st.complete and st.running is None
+    result = invoke("status", str(out))
+    assert result.exit_code == 0 and "complete" not in result.output.replace("incomplete", "")
+    assert "did not finish its analyses and report" in " ".join(result.output.split())
+
+
+def test_status_of_a_running_study_says_so(tmp_path):
+    from traitmap.store import StudyLock
+
+    out = fake_study(tmp_path / "running", FULL, finished=False)
+    lock = StudyLock(out)
+    try:
+        assert study_status(out).running is not None
+        assert "running (pid" in invoke("status", str(out)).output
+    finally:
+        lock.release()
+
+
 def test_status_of_a_folder_that_is_not_a_study(tmp_path, monkeypatch, capsys):
     code, out = entry(monkeypatch, capsys, "status", str(tmp_path))
     assert code == 2 and "not a traitmap output directory" in out

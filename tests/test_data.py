@@ -111,7 +111,8 @@ def test_empty_split_and_missing_file(tmp_path):
 
 def test_unknown_split(tmp_path):
     task, data_dir = toy(tmp_path, lines(GOOD))
-    assert error_of(task, data_dir, "dev").field == "split"
+    error = error_of(task, data_dir, "dev")
+    assert error.field == "data.splits" and error.file == task.file and "unknown split 'dev'" in str(error)
 
 
 # ---------------------------------------------------------------- variants

@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -118,3 +119,73 @@ def test_runs_are_logged(store):
     store.finish_run(run_id, "t1", 2.0)
     runs = store.runs()
     assert runs.loc[0, "finished"] == "t1" and math.isclose(runs.loc[0, "seconds"], 2.0)
+
+
+# one writer, full disks ---------------------------------------------------------------
+
+def test_a_second_writer_is_refused_and_a_released_lock_is_free(tmp_path):
+    from traitmap.errors import TraitmapError
+    from traitmap.store import StudyLock, lock_holder
+
+    first = StudyLock(tmp_path)
+    assert lock_holder(tmp_path) == os.getpid()
+    with pytest.raises(TraitmapError, match=f"another traitmap process \\(pid {os.getpid()}\\)"):
+        StudyLock(tmp_path)
+    first.release()
+    assert lock_holder(tmp_path) is None
+    StudyLock(tmp_path).release()
+
+
+def test_a_killed_writer_leaves_no_lock(tmp_path):
+    import subprocess
+    import sys
+
+    from traitmap.store import StudyLock, lock_holder
+
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from traitmap.store import StudyLock; "
+                               "StudyLock(sys.argv[1]); print('locked', flush=True); time.sleep(60)", str(tmp_path)],
+                              stdout=subprocess.PIPE, text=True, env={**os.environ})
+    assert holder.stdout.readline().strip() == "locked"
+    assert lock_holder(tmp_path) == holder.pid
+    holder.kill()
+    holder.wait()
+    assert lock_holder(tmp_path) is None
+    StudyLock(tmp_path).release()
+
+
+def test_a_full_disk_is_one_error_naming_the_file_and_leaves_no_temporary(tmp_path, monkeypatch):
+    import errno
+
+    from traitmap.errors import TraitmapError
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(TraitmapError, match="no space left") as caught:
+        write_atomic(tmp_path / "matrix.csv", "a,b\n")
+    assert caught.value.file == tmp_path / "matrix.csv"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_while_saving_an_adapter_removes_its_temporary_folder(tmp_path):
+    from traitmap.errors import TraitmapError
+    from traitmap.store import full_disk_is_an_error
+
+    partial = tmp_path / "adapters" / "imdb" / "seed0.tmp"
+    with pytest.raises(TraitmapError, match="no space left") as caught:
+        with full_disk_is_an_error(tmp_path):
+            partial.mkdir(parents=True)
+            raise RuntimeError("Error while serializing: IoError(Os { code: 28, kind: StorageFull })")
+    assert caught.value.file == tmp_path / "adapters" / "imdb" / "seed0" and not partial.exists()
+
+
+def test_a_garbage_database_is_named(tmp_path):
+    from traitmap.errors import TraitmapError
+
+    (tmp_path / "db.sqlite").write_bytes(b"not a database" * 100)
+    with pytest.raises(TraitmapError, match="not a traitmap database"):
+        Store(tmp_path / "db.sqlite")
+    with pytest.raises(TraitmapError, match="no traitmap.sqlite"):
+        Store(tmp_path / "absent" / "db.sqlite", create=False)
+    assert not (tmp_path / "absent").exists()

@@ -134,6 +134,8 @@ def test_the_training_log_says_which_precision_ran(tiny_model_dir):
 def test_a_failed_save_leaves_no_temporary_folder(tmp_path):
     from traitmap.jobs import TrainedAdapter
 
-    with pytest.raises(IsADirectoryError):
+    from traitmap.errors import TraitmapError
+
+    with pytest.raises(TraitmapError, match="could not write it"):
         save_adapter(TrainedAdapter({"adapter_config.json": b"{}", "": b"x"}, {}), tmp_path / "a")
     assert list(tmp_path.iterdir()) == []

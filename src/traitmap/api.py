@@ -13,7 +13,6 @@ from pathlib import Path
 import pandas as pd
 
 from traitmap import plan, tasks
-from traitmap.errors import TraitmapError
 from traitmap.matrix import gains, transfer_matrix
 from traitmap.store import Store
 from traitmap.study import HUB, StudyConfig
@@ -24,21 +23,20 @@ class Study:
         self.out_dir = Path(out_dir)
         self.config = config
         self.meta = {k: v for k, v in saved.items() if k != "config"}
-        self._store = Store(self.out_dir / plan.DB_FILE)
+        self._store = Store(self.out_dir / plan.DB_FILE, create=False)
         self._target_examples: dict[str, list] = {}
         runs = self._store.runs()
         if not runs.empty:  # every command that worked on the study, added up
-            self.meta.update(started=runs["started"].iloc[0], finished=runs["finished"].dropna().max(),
-                             runtime_seconds=float(runs["seconds"].fillna(0).sum()))
+            self.meta.update(started=runs["started"].iloc[0], runs=len(runs), work_seconds=self.work_seconds())
+            finished = [t for t in (*runs["finished"].dropna(), *self.cells["finished"].dropna()) if isinstance(t, str)]
+            if finished:
+                self.meta["finished"] = max(finished)
 
     @classmethod
     def load(cls, out_dir: str | os.PathLike) -> "Study":
         out_dir = Path(out_dir)
-        path = out_dir / plan.CONFIG_FILE
-        if not path.is_file():
-            raise TraitmapError("not a traitmap output directory (no config.json)", file=out_dir)
-        saved = json.loads(path.read_text())
-        return cls(out_dir, StudyConfig.from_dict(saved["config"]), saved)
+        saved = plan.read_saved(out_dir)
+        return cls(out_dir, plan.saved_config(out_dir, saved), saved)
 
     # where things live -----------------------------------------------------------------
     @property
@@ -51,9 +49,16 @@ class Study:
 
     @property
     def data_dir(self) -> Path | None:
-        """The data dir of the run, unless TRAITMAP_DATA_DIR points elsewhere now (None: the hub)."""
-        chosen = os.environ.get("TRAITMAP_DATA_DIR") or self.meta["data_dir"]
-        return None if chosen == HUB else Path(chosen)
+        """The data dir the run was given (None: the hub), so that analyses describe the data
+        that was trained and evaluated on; TRAITMAP_DATA_DIR only when that folder is gone
+        (a study moved to another machine)."""
+        recorded = self.meta.get("data_dir")
+        if recorded == HUB:
+            return None
+        if recorded and Path(recorded).is_dir():
+            return Path(recorded)
+        chosen = os.environ.get("TRAITMAP_DATA_DIR") or recorded
+        return None if chosen == HUB or not chosen else Path(chosen)
 
     # results ---------------------------------------------------------------------------
     @property
@@ -87,6 +92,17 @@ class Study:
     @property
     def runs(self) -> pd.DataFrame:
         return self._store.runs()
+
+    def work_seconds(self) -> float:
+        """Training and evaluation time of the finished work, summed over every run that did
+        some (a killed run's finished adapters and cells count; its unfinished work does not)."""
+        seconds = float(self.cells["seconds"].fillna(0).sum()) if not self.cells.empty else 0.0
+        for raw in self._store.adapters()["train_log"]:
+            try:
+                seconds += float(json.loads(raw or "{}").get("seconds") or 0)
+            except (ValueError, AttributeError):
+                pass
+        return seconds
 
     def records(self, task: str | None = None, model: str | None = None, adapter: str | None = None) -> pd.DataFrame:
         """Per-example records; `adapter` is an alias of `model`."""

@@ -1,19 +1,24 @@
 """The `traitmap` command line. Thin: parse arguments, call the library, print.
 
-User mistakes (TraitmapError) are caught once, here, and printed as one line with exit
-code 2; `--verbose` adds the traceback. Anything else is a bug and keeps its traceback.
+User mistakes (TraitmapError), usage errors and failures of the file system (OSError:
+a read-only folder, a full disk) are caught once, here, and printed as one line with
+exit code 2; `--verbose` adds the traceback. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer._click.exceptions import NoArgsIsHelpError
+from typer.exceptions import Abort, TyperException
 
 from traitmap.errors import TraitmapError
 
@@ -47,13 +52,37 @@ def _quiet_libraries() -> None:
 
 
 def _load_study(study_file: Path, out: Optional[Path], data_dir: Optional[str]):
+    """The parsed study file, its output folder and data folder; the run validates the rest."""
     from traitmap import study as study_mod
-    from traitmap.plan import check_tasks
 
     config = study_mod.load(study_file)
-    check_tasks(config)
     resolved_data = study_mod.resolve_data_dir(config, data_dir)
     return config, (out or Path("runs") / config.name), resolved_data
+
+
+def _run_steps(config, out_dir: Path, data_dir, steps: tuple[str, ...]):
+    """run_study, with a full disk anywhere inside it as one line and no temporaries left."""
+    from traitmap import run as runner
+    from traitmap.store import full_disk_is_an_error
+
+    with full_disk_is_an_error(out_dir):
+        return runner.run_study(config, out_dir, data_dir, console=console, steps=steps)
+
+
+@contextlib.contextmanager
+def _writing(out_dir: Path):
+    """For the commands that rewrite a finished study's files: one writer at a time, and a
+    full disk as one line."""
+    from traitmap.plan import read_saved
+    from traitmap.store import StudyLock, full_disk_is_an_error
+
+    read_saved(out_dir)  # a study's folder, before anything is created in it
+    lock = StudyLock(out_dir)
+    try:
+        with full_disk_is_an_error(out_dir):
+            yield
+    finally:
+        lock.release()
 
 
 def _print_plan(config, out_dir: Path, data_dir: Optional[Path] = None, estimate: bool = True) -> None:
@@ -83,18 +112,24 @@ def _print_estimate(config, plan, data_dir, store) -> None:
     from traitmap.estimate import estimate_plan, format_seconds
 
     est = estimate_plan(config, plan, data_dir, store)
-    table = Table(title="Estimated time (an estimate, not a promise)")
-    for col in ("step", "item", "units", "to do", "tok/unit", "time/unit", "time to do", "speed"):
-        table.add_column(col, justify="left" if col in ("step", "item", "speed") else "right",
-                         overflow="fold" if col == "item" else "ellipsis")
+    # Fits 80 columns (a pipe, a log, a narrow terminal): no vertical rules, short headers,
+    # item names never broken mid-word.
+    table = Table(title="Estimated time (an estimate, not a promise)", box=box.SIMPLE_HEAD, show_edge=False,
+                  pad_edge=False, padding=(0, 0))
+    for header in ("step", "item", "units", "to do", "tok/unit", "per unit", "time", "speed"):
+        table.add_column(header, justify="left" if header in ("step", "item", "speed") else "right", no_wrap=True,
+                         overflow="ellipsis")
     for r in est.rows:
         step = {"train": "train", "choice": "score", "generate": "generate"}[r.kind]
         table.add_row(step, escape(r.item), str(r.units_total), str(r.units_todo), f"{r.tokens_per_unit:,.0f}",
-                      format_seconds(r.seconds_per_unit), format_seconds(r.seconds_todo), r.basis)
+                      format_seconds(r.seconds_per_unit), format_seconds(r.seconds_todo),
+                      {"default*machine": "scaled"}.get(r.basis, r.basis))
     out_console.print(table)
     out_console.print(f"estimated time: {format_seconds(est.seconds_todo)} left of {format_seconds(est.seconds_total)} "
                       f"for the whole study (training and evaluation; analyses and report add a few minutes)")
     out_console.print(f"[dim]estimate from {escape(est.speed_source)}; {escape(est.token_source)}[/dim]")
+    if any(r.basis == "default*machine" for r in est.rows):
+        out_console.print("[dim]speed 'scaled': the default speed scaled by this machine's measured speed[/dim]")
     for note in est.notes:
         out_console.print(f"[dim]note: {escape(note)}[/dim]", highlight=False)
 
@@ -104,14 +139,15 @@ def run(study_file: Path, out: Optional[Path] = OutOpt, data_dir: Optional[str] 
         dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the plan; run nothing."),
         analyze: bool = typer.Option(True, help="Run the analyses after the matrix.")):
     """Run a whole study: train, evaluate, matrix, PCA, analyses, report."""
-    from traitmap import run as runner
-
     config, out_dir, resolved_data = _load_study(study_file, out, data_dir)
     if dry_run:
+        from traitmap.validate import validate_study
+
+        validate_study(config, resolved_data, out_dir)
         _print_plan(config, out_dir, resolved_data)
         return
     steps = ("train", "evaluate", "analyze", "report") if analyze else ("train", "evaluate", "report")
-    report = runner.run_study(config, out_dir, resolved_data, console=console, steps=steps)
+    report = _run_steps(config, out_dir, resolved_data, steps)
     out_console.print(f"matrix: {out_dir / 'matrix.csv'}")
     out_console.print(f"report: {report}")
 
@@ -136,19 +172,15 @@ def calibrate(base_model: str = typer.Argument("smollm2-135m", help="A base mode
 @app.command()
 def train(study_file: Path, out: Optional[Path] = OutOpt, data_dir: Optional[str] = DataOpt):
     """Train the adapters of a study that are not trained yet."""
-    from traitmap import run as runner
-
     config, out_dir, resolved_data = _load_study(study_file, out, data_dir)
-    runner.run_study(config, out_dir, resolved_data, console=console, steps=("train",))
+    _run_steps(config, out_dir, resolved_data, ("train",))
 
 
 @app.command()
 def evaluate(study_file: Path, out: Optional[Path] = OutOpt, data_dir: Optional[str] = DataOpt):
     """Evaluate the base model and every trained adapter on every target not evaluated yet."""
-    from traitmap import run as runner
-
     config, out_dir, resolved_data = _load_study(study_file, out, data_dir)
-    runner.run_study(config, out_dir, resolved_data, console=console, steps=("evaluate",))
+    _run_steps(config, out_dir, resolved_data, ("evaluate",))
 
 
 @app.command()
@@ -158,7 +190,8 @@ def matrix(out_dir: Path, gains: bool = typer.Option(False, help="Show gains ove
     from traitmap.api import Study
 
     study = Study.load(out_dir)
-    runner.write_matrix_files(study.out_dir, study.matrix)
+    with _writing(study.out_dir):
+        runner.write_matrix_files(study.out_dir, study.matrix)
     frame = study.gains if gains else study.matrix
     out_console.print(frame.round(3).to_string())
 
@@ -166,14 +199,15 @@ def matrix(out_dir: Path, gains: bool = typer.Option(False, help="Show gains ove
 @app.command()
 def pca(out_dir: Path, on: Optional[str] = typer.Option(None, help="'gains' or 'scores' (default: the study's [analysis] pca_on, else gains)."),
         standardize: Optional[bool] = typer.Option(None, help="Scale each task to unit variance (default: the study's setting)."),
-        n_components: Optional[int] = typer.Option(None, help="Number of components (default: the study's setting, else 4).")):
+        n_components: Optional[int] = typer.Option(None, min=1, help="Number of components (default: the study's setting, else 4).")):
     """PCA of the transfer matrix -> pca.json, pca_loadings.csv, pca_scores.csv."""
     from traitmap.analysis import pca as trait_pca
     from traitmap.api import Study
 
     study = Study.load(out_dir)
-    result = trait_pca.fit_study(study, n_components=n_components, on=on, standardize=standardize)
-    trait_pca.write(result, study.out_dir)
+    with _writing(study.out_dir):
+        result = trait_pca.fit_study(study, n_components=n_components, on=on, standardize=standardize)
+        trait_pca.write(result, study.out_dir)
     for name, ratio in result.explained_variance_ratio_.items():
         top = result.loadings_.loc[name].abs().sort_values(ascending=False).index[:3]
         out_console.print(f"{name}: {ratio:.1%} of variance; top tasks: {', '.join(top)}")
@@ -185,7 +219,11 @@ def analyze(out_dir: Path, only: Optional[list[str]] = typer.Option(None, "--onl
     from traitmap import analysis
     from traitmap.api import Study
 
-    for name, paths in analysis.run_all(Study.load(out_dir), only=only, console=console).items():
+    analysis.check_names(only)
+    study = Study.load(out_dir)
+    with _writing(study.out_dir):
+        written = analysis.run_all(study, only=only, console=console)
+    for name, paths in written.items():
         out_console.print(f"{name}: {', '.join(p.name for p in paths) or 'nothing to do for this study'}")
 
 
@@ -195,7 +233,10 @@ def report(out_dir: Path):
     from traitmap.api import Study
     from traitmap.report import build_report
 
-    out_console.print(f"report: {build_report(Study.load(out_dir), Path(out_dir))}")
+    study = Study.load(out_dir)
+    with _writing(study.out_dir):
+        path = build_report(study, Path(out_dir))
+    out_console.print(f"report: {path}")
 
 
 @app.command()
@@ -290,8 +331,8 @@ preset = "cpu"
 [eval]
 examples = 40             # test examples per target, the same for every model ("all": whole split)
 batch_size = 16           # rows per forward pass, and rows in flight while generating (results do not depend on it)
-# limits = {{ gsm8k = 24 }}             # per-target override of `examples`
-# max_new_tokens = {{ gsm8k = 160 }}    # per-target cap on generated tokens (generate tasks)
+# limits = {{ {first_target} = 24 }}             # per-target override of `examples` (targets only)
+# max_new_tokens = {{ {first_target} = 160 }}    # per-target cap on generated tokens (generate tasks)
 # backend = "auto"          # the engine that answers: "auto" (best for this machine) or "hf"
 
 # [analysis]                # optional settings of the analyses
@@ -337,6 +378,7 @@ def init(path: Path = typer.Argument(Path("study.toml"), help="The study file to
     dirs = [os.path.relpath(Path(d).resolve(), folder) for d in (task_dir or [])]
     text = STUDY_TEMPLATE.format(
         path=path, name=name, model=model.replace('"', ""), sources=_toml_list(source_list), targets=_toml_list(target_list),
+        first_target=target_list[0] if re.fullmatch(r"[A-Za-z0-9_-]+", target_list[0]) else f'"{target_list[0]}"',
         task_dirs_line=f"task_dirs = [{_toml_list(dirs)}]" if dirs else '# task_dirs = ["my_tasks"]',
         data_dir_line=f'data_dir = "{data_dir}"' if data_dir else '# data_dir = "/path/to/data"',
     )
@@ -384,7 +426,14 @@ def status(out_dir: Path):
     from traitmap.status import study_status
 
     st = study_status(out_dir)
-    state_word = "[green]complete[/green]" if st.complete else "[yellow]in progress or stopped[/yellow]"
+    if st.running is not None:
+        state_word = f"[yellow]running (pid {st.running})[/yellow]" if st.running > 0 else "[yellow]running[/yellow]"
+    elif st.complete:
+        state_word = "[green]complete[/green]"
+    elif st.work_done:
+        state_word = "[yellow]stopped after training and evaluation: the last run did not finish its analyses and report[/yellow]"
+    else:
+        state_word = "[yellow]stopped[/yellow]" if st.last_run and not st.last_run["finished"] else "[yellow]in progress or stopped[/yellow]"
     out_console.print(f"study [bold]{escape(st.name)}[/bold] (base model {escape(st.base_model)}) in {escape(str(st.out_dir))}: {state_word}")
     table = Table()
     for col in ("step", "done", "total", "left"):
@@ -399,7 +448,8 @@ def status(out_dir: Path):
         out_console.print("runs: none recorded")
     else:
         r = st.last_run
-        finished = r["finished"] or "[yellow]never finished (killed, or still running)[/yellow]"
+        finished = r["finished"] or ("[yellow]not yet (still running)[/yellow]" if st.running is not None
+                                     else "[yellow]never finished (killed or failed)[/yellow]")
         out_console.print(f"last run ({st.runs} in all): {r['command']}; started {r['started']}, finished {finished}"
                           + (f", {format_seconds(r['seconds'])}" if r["seconds"] is not None else ""))
         if r["finished"] and not st.complete:
@@ -407,7 +457,7 @@ def status(out_dir: Path):
                               "or run for some steps only)[/dim]")
     out_console.print(f"time spent on finished work: {format_seconds(st.seconds_spent)} (training + evaluation)")
     out_console.print(f"report: {st.report}" if st.report else "report: not built yet (`traitmap report OUT` builds it from what is done)")
-    if not st.complete:
+    if not st.complete and st.running is None:
         out_console.print("to finish: rerun the same `traitmap run` command; finished work is kept")
 
 
@@ -476,14 +526,16 @@ def tasks_show(name: str, data_dir: Optional[str] = DataOpt, split: str = "test"
     from traitmap import tasks as registry
 
     task = registry.get(name, extra_dirs=task_dir or ())
+    folder = data_dir or os.environ.get("TRAITMAP_DATA_DIR")
+    if not folder:
+        raise TraitmapError("pass --data-dir or set TRAITMAP_DATA_DIR to render an example")
+    if folder != "hub" and not Path(folder).is_dir():
+        raise TraitmapError(f"data directory '{folder}' does not exist", field="--data-dir")
+    example = task.examples(split, None if folder == "hub" else Path(folder), limit=1, seed=0)[0]
     out_console.print(f"[bold]{task.name}[/bold] ({task.kind}, {task.metric}; tags: {', '.join(task.tags)})")
     out_console.print(task.description)
     if task.kind == "choice":
         out_console.print(f"choices: {task.choices}")
-    folder = data_dir or os.environ.get("TRAITMAP_DATA_DIR")
-    if not folder:
-        raise TraitmapError("pass --data-dir or set TRAITMAP_DATA_DIR to render an example")
-    example = task.examples(split, Path(folder), limit=1, seed=0)[0]
     out_console.rule("prompt")
     out_console.print(example.prompt, markup=False, highlight=False, soft_wrap=True)  # verbatim, not re-wrapped
     out_console.rule("answer (training target)")
@@ -491,17 +543,38 @@ def tasks_show(name: str, data_dir: Optional[str] = DataOpt, split: str = "test"
     out_console.rule(f"gold: {example.gold}")
 
 
+def _error(message: str) -> None:
+    if state["verbose"]:
+        console.print_exception()
+    line = " ".join(message.split())  # one line, whatever the message holds
+    console.print(f"[red]error:[/red] {escape(line)}", highlight=False, markup=True, soft_wrap=True)
+    sys.exit(2)
+
+
+def _usage_error(e: TyperException) -> str:
+    """A Typer/Click usage error as one line, with where to find help."""
+    context = getattr(e, "ctx", None)
+    command = context.command_path if context is not None else "traitmap"
+    return f"{e.format_message()} (see `{command} --help`)"
+
+
 def entrypoint() -> None:
     try:
-        app(standalone_mode=False)
-    except TraitmapError as e:
-        if state["verbose"]:
-            console.print_exception()
-        console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, markup=True, soft_wrap=True)  # one line
+        code = app(prog_name="traitmap", standalone_mode=False)
+    except NoArgsIsHelpError as e:
+        e.show()  # `traitmap` alone prints its help
         sys.exit(2)
-    except KeyboardInterrupt:
+    except TraitmapError as e:
+        _error(str(e))
+    except TyperException as e:  # usage errors: unknown option, missing argument, bad value
+        _error(_usage_error(e))
+    except OSError as e:  # a file system failure the library did not name: still one line, naming the path
+        where = ", ".join(str(f) for f in (e.filename, e.filename2) if f)
+        _error(f"{where}: {e.strerror or e}" if where else str(e) or type(e).__name__)
+    except (KeyboardInterrupt, Abort):
         console.print("[yellow]interrupted: finished work is kept; rerun the same command to resume[/yellow]")
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ import dataclasses
 import gzip
 import json
 import random
+import re
+import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,16 +113,21 @@ def read_split(spec: DataSpec, split: str, data_dir: Path | str | None, *,
 
 
 def read_file(path: Path | str) -> list[dict]:
-    """All rows of a .jsonl/.json/.csv/.tsv file (optionally .gz), read through `datasets`."""
+    """All rows of a .jsonl/.json/.csv/.tsv file (optionally .gz), read through `datasets`.
+
+    The file is scanned here first, so that a bad byte, a malformed JSON line or a field
+    whose type changes is reported with its line number rather than pyarrow's message.
+    """
     path = Path(path)
     builder, options = _builder(path)
     if not path.is_file():
+        if path.is_dir():
+            raise TraitmapError("is a folder, not a data file", file=path)
         folder = path.parent
         present = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
         hint = f"; the folder holds: {', '.join(present)}" if present else f"; folder {folder} does not exist"
         raise TraitmapError(f"file not found{hint}", file=path)
-    if not any(text.strip() for text in _lines(path)):
-        raise TraitmapError("file is empty", file=path)
+    scan_file(path)
     import datasets  # heavy; only needed once data is actually read
 
     try:
@@ -129,6 +136,74 @@ def read_file(path: Path | str) -> list[dict]:
     except Exception as error:  # datasets wraps everything; find the real cause ourselves
         raise _explain_bad_file(path, error) from error
     return table.to_list()
+
+
+def read_text(path: Path | str, what: str = "file") -> str:
+    """A text file's contents as UTF-8 (optionally .gz); every way it can fail is one TraitmapError."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+        if path.suffix == ".gz":
+            raw = gzip.decompress(raw)
+    except IsADirectoryError:
+        raise TraitmapError(f"{what} is a folder, not a file", file=path) from None
+    except FileNotFoundError:
+        raise TraitmapError(f"{what} not found", file=path) from None
+    except (gzip.BadGzipFile, EOFError, zlib.error) as error:
+        raise TraitmapError(f"not a valid .gz file: {error}", file=path) from None
+    except OSError as error:
+        raise TraitmapError(f"cannot read the {what}: {error.strerror or error}", file=path) from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = raw.count(b"\n", 0, error.start) + 1
+        raise TraitmapError(f"not UTF-8 text: byte 0x{raw[error.start]:02x} cannot be decoded (save the file as UTF-8)",
+                            file=path, line=line) from None
+
+
+def scan_file(path: Path) -> None:
+    """Check a data file the way a user can fix it: encoding, emptiness, and for JSON
+    every row's syntax, that it is an object, and that a field keeps one type."""
+    text = read_text(path, "data file")
+    if not text.strip():
+        raise TraitmapError("file is empty", file=path)
+    if _builder(path)[0] != "json":
+        return
+    if text.lstrip().startswith("["):
+        try:
+            rows = json.loads(text, strict=False)
+        except json.JSONDecodeError as bad:
+            raise TraitmapError(f"malformed JSON: {bad.msg} (column {bad.colno})", file=path, line=bad.lineno) from None
+        for index, row in enumerate(rows if isinstance(rows, list) else [rows]):
+            if not isinstance(row, dict):
+                raise TraitmapError(f"row {index + 1} is a {_kind(row)}, not a JSON object", file=path)
+        return
+    first_seen: dict[str, tuple[str, int]] = {}
+    for number, line in enumerate(text.split("\n"), start=1):  # not splitlines(): strings may hold \x1c, \u2028
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line, strict=False)  # strict=False: raw tabs in strings are fine (pyarrow reads them)
+        except json.JSONDecodeError as bad:
+            raise TraitmapError(f"malformed JSON: {bad.msg} (column {bad.colno})", file=path, line=number) from None
+        if not isinstance(row, dict):
+            raise TraitmapError(f"expected a JSON object, found a {_kind(row)}", file=path, line=number)
+        for name, value in row.items():
+            if value is None:
+                continue
+            kind = _kind(value)
+            seen = first_seen.setdefault(name, (kind, number))
+            if seen[0] != kind:
+                raise TraitmapError(f"is a {kind} here but a {seen[0]} on line {seen[1]}: a field must keep one type",
+                                    file=path, line=number, field=name)
+
+
+def _kind(value) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    return {str: "string", list: "list", dict: "object"}.get(type(value), type(value).__name__)
 
 
 def _read_hub(spec: DataSpec, split: str, label_field: str | None, label_values: list | None) -> tuple[list[dict], Origin]:
@@ -181,11 +256,9 @@ def _builder(path: Path) -> tuple[str, dict]:
     return _BUILDERS[suffix], ({"delimiter": "\t"} if suffix == ".tsv" else {})
 
 
-def _lines(path: Path):
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8-sig", newline="") as handle:
-        for text in handle:
-            yield text
+def _lines(path: Path) -> list[str]:
+    """The file's lines as `scan_file` numbers them (split at \\n only)."""
+    return read_text(path, "data file").split("\n")
 
 
 def _is_json_array(path: Path) -> bool:
@@ -197,30 +270,24 @@ def _is_json_array(path: Path) -> bool:
 
 @contextlib.contextmanager
 def _quiet(datasets):
-    """Hide the 'Generating rows split' progress bar for a local read, then restore."""
-    was_enabled = datasets.is_progress_bar_enabled()
+    """Hide the 'Generating rows split' progress bar and its error log for a local read, then restore."""
+    was_enabled, verbosity = datasets.is_progress_bar_enabled(), datasets.logging.get_verbosity()
     datasets.disable_progress_bars()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # its "Failed to load JSON" lines: we explain instead
     try:
         yield
     finally:
+        datasets.logging.set_verbosity(verbosity)
         if was_enabled:
             datasets.enable_progress_bars()
 
 
 def _explain_bad_file(path: Path, error: Exception) -> TraitmapError:
-    """Re-scan a JSONL file `datasets` could not read and name the first bad line."""
+    """`datasets` failed on a file that `scan_file` passed: name the cause in a line."""
     cause = error.__cause__ or error
-    if _builder(path)[0] == "json" and not _is_json_array(path):
-        for number, text in enumerate(_lines(path), start=1):
-            if not text.strip():
-                continue
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as bad:
-                return TraitmapError(f"malformed JSON: {bad.msg} (column {bad.colno})", file=path, line=number)
-            if not isinstance(row, dict):
-                return TraitmapError(f"expected a JSON object, found {type(row).__name__}", file=path, line=number)
-    return TraitmapError(f"could not read the file: {cause}", file=path)
+    message = " ".join(str(cause).split())
+    message = re.sub(r"^Failed to (read|load) .*? with error <class '[\w.]+'>: ", "", message)
+    return TraitmapError(f"could not read the file: {message[:300]}", file=path)
 
 
 # ---------------------------------------------------------------- source variants

@@ -5,10 +5,12 @@ each adapter trains on and each cell evaluates. Shared by the runner, the execut
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from traitmap import data, tasks
+from traitmap.errors import TraitmapError
 from traitmap.store import Store
 from traitmap.study import StudyConfig
 
@@ -35,12 +37,11 @@ class Plan:
 
 
 def check_tasks(config: StudyConfig) -> None:
-    """Every source and target names a known task; every source may be trained on."""
-    for s in config.sources:
-        task = tasks.get(s.task, extra_dirs=config.task_dirs)
-        task.check_trainable()
-    for t in config.targets:
-        tasks.get(t, extra_dirs=config.task_dirs).check_evaluable()
+    """Every source and target names a known task; every source may be trained on
+    (`traitmap.validate` does this and more before a run)."""
+    from traitmap.validate import check_tasks as check
+
+    check(config)
 
 
 def make_plan(config: StudyConfig, store: Store | None = None) -> Plan:
@@ -76,6 +77,37 @@ def target_examples(config: StudyConfig, task_name: str, data_dir: Path | None) 
     """The evaluated examples of a target: the same for every model (seeded by the study seed)."""
     task = tasks.get(task_name, extra_dirs=config.task_dirs)
     return task.examples("test", data_dir, limit=config.eval.limit_for(task_name), seed=config.seed)
+
+
+def read_saved(out_dir: Path) -> dict:
+    """An output folder's config.json (config, data_dir, versions, ...); a folder that is
+    not a study's, or a damaged file, is a TraitmapError naming the file."""
+    out_dir = Path(out_dir)
+    path = out_dir / CONFIG_FILE
+    if not out_dir.is_dir():
+        raise TraitmapError("not a folder" if out_dir.exists() else "folder not found", file=out_dir)
+    if not path.is_file():
+        raise TraitmapError("not a traitmap output directory (no config.json)", file=out_dir)
+    try:
+        saved = json.loads(data.read_text(path, "config.json"))
+    except json.JSONDecodeError as bad:
+        raise TraitmapError(f"damaged, not valid JSON: {bad.msg} (column {bad.colno}); was the file cut short?",
+                            file=path, line=bad.lineno) from None
+    if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
+        raise TraitmapError("not a traitmap study's config.json (a model folder?): point at a study's output folder",
+                            file=path)
+    return saved
+
+
+def saved_config(out_dir: Path, saved: dict | None = None) -> StudyConfig:
+    """The study config recorded in an output folder."""
+    saved = read_saved(out_dir) if saved is None else saved
+    try:
+        return StudyConfig.from_dict(saved["config"])
+    except (TypeError, KeyError, ValueError, AttributeError) as error:
+        why = f"no {error}" if isinstance(error, KeyError) else str(error)
+        raise TraitmapError(f"config.json does not hold a study this traitmap version can read ({why})",
+                            file=Path(out_dir) / CONFIG_FILE, field="config") from None
 
 
 def adapter_path(out_dir: Path, name: str, seed: int) -> Path:

@@ -8,7 +8,6 @@ nothing that finished and ends with the same matrix.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import random
@@ -22,11 +21,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from traitmap import tasks
 from traitmap.backends.base import AdapterRef
+from traitmap.console import log_lines
 from traitmap.errors import TraitmapError
 from traitmap.jobs import EvalJob, TrainedAdapter, TrainJob
-from traitmap.plan import CONFIG_FILE, DB_FILE, FROZEN_KEYS, adapter_path, make_plan, source_examples, target_examples
+from traitmap.plan import CONFIG_FILE, DB_FILE, adapter_path, make_plan, source_examples, target_examples
 from traitmap.study import HUB, StudyConfig
-from traitmap.store import Store, write_atomic, write_json
+from traitmap.store import Store, StudyLock, remove_temporaries, write_atomic, write_error, write_json
 
 
 def now() -> str:
@@ -57,27 +57,24 @@ def machine() -> dict:
 
 
 def prepare_out_dir(config: StudyConfig, out_dir: Path, data_dir: Path | None) -> Store:
-    """Create or reopen an output dir; refuse one whose finished work used other settings."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    saved_path = out_dir / CONFIG_FILE
-    current = config.to_dict()
-    if saved_path.is_file():
-        saved = json.loads(saved_path.read_text())["config"]
-        for key in FROZEN_KEYS:
-            if saved.get(key) != current.get(key):
-                raise TraitmapError(
-                    f"this output directory holds a study run with a different '{key}'; use a new --out directory",
-                    file=saved_path, field=key,
-                )
-        old_sources = {s["name"]: s for s in saved["sources"]}
-        for s in current["sources"]:
-            if s["name"] in old_sources and old_sources[s["name"]] != s:
-                raise TraitmapError(
-                    f"source '{s['name']}' was defined differently in the finished run; rename it or use a new --out",
-                    file=saved_path, field="sources",
-                )
-    write_json(saved_path, {"config": current, "data_dir": str(data_dir) if data_dir else HUB, "seeds": config.seeds, "versions": versions(), "machine": machine()})
-    return Store(out_dir / DB_FILE)
+    """Create or reopen an output dir and lock it for this process; refuse one whose
+    finished work used other settings. The store's close releases the lock."""
+    from traitmap.validate import check_out_dir
+
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise write_error(error, out_dir) from None
+    lock = StudyLock(out_dir)
+    try:
+        check_out_dir(config, out_dir)  # again under the lock: another run may have written it meanwhile
+        remove_temporaries(out_dir)  # left by a killed run
+        write_json(out_dir / CONFIG_FILE, {"config": config.to_dict(), "data_dir": str(data_dir) if data_dir else HUB,
+                                           "seeds": config.seeds, "versions": versions(), "machine": machine()})
+        return Store(out_dir / DB_FILE, lock=lock)
+    except BaseException:
+        lock.release()
+        raise
 
 
 def train_missing(config: StudyConfig, store: Store, out_dir: Path, data_dir: Path | None, executor,
@@ -99,7 +96,8 @@ def train_missing(config: StudyConfig, store: Store, out_dir: Path, data_dir: Pa
         def advance(job: TrainJob, step: int, steps: int, loss: float) -> None:
             bar.update(bars[(job.name, job.seed)], completed=step, info=f"loss {loss:.3f}")
 
-        for job, trained in executor.train(jobs, advance):
+        for job, trained in log_lines(executor.train(jobs, advance), console, "adapters",
+                                      lambda done: f"{done[0].name} (seed {done[0].seed})", total=len(jobs)):
             path = adapter_path(out_dir, job.name, job.seed)
             save_adapter(trained, path)
             store.add_adapter(job.name, job.seed, job.task, job.variant, path,
@@ -115,15 +113,22 @@ def save_adapter(trained: TrainedAdapter, path: Path) -> None:
     try:
         tmp.mkdir(parents=True)
         for name, content in trained.files.items():
-            with open(tmp / name, "wb") as f:
-                f.write(content)
-                f.flush()
-                os.fsync(f.fileno())
+            write_file(tmp / name, content)
         shutil.rmtree(path, ignore_errors=True)
         os.replace(tmp, path)
+    except OSError as error:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise write_error(error, tmp) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def write_file(path: Path, content: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(content)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def evaluate_missing(config: StudyConfig, store: Store, out_dir: Path, data_dir: Path | None, executor,
@@ -149,7 +154,8 @@ def evaluate_missing(config: StudyConfig, store: Store, out_dir: Path, data_dir:
         overall = bar.add_task("evaluate (cells)", total=len(todo), info="")
         bars = {job.task.name: bar.add_task(f"  {job.task.name} ({len(job.cells)} models)", total=job.requests, info="")
                 for job in jobs}
-        for result in executor.evaluate(jobs, lambda job, n: bar.advance(bars[job.task.name], n)):
+        results = executor.evaluate(jobs, lambda job, n: bar.advance(bars[job.task.name], n))
+        for result in log_lines(results, console, "cells", lambda cell: f"{cell.model} on {cell.task}", total=len(todo)):
             score = store.add_cell(result.model, result.seed, result.task, result.records, result.seconds, now())
             metric = tasks.get(result.task, extra_dirs=config.task_dirs).metric
             bar.advance(overall)
@@ -180,9 +186,11 @@ def run_study(config: StudyConfig, out_dir: Path, data_dir: Path | None, *, cons
     """Do the given steps of a study, skipping finished work; returns the report's path if built."""
     from traitmap import executors
     from traitmap.api import Study
+    from traitmap.validate import validate_study
 
     seed_everything(config.seed)
     out_dir = Path(out_dir)
+    validate_study(config, data_dir, out_dir)  # reads only: nothing is written unless the whole plan is valid
     store = prepare_out_dir(config, out_dir, data_dir)
     started, clock = now(), time.perf_counter()
     run_id = store.start_run(started, " ".join(steps), config.to_dict(), versions(), machine())

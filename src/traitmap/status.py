@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +24,18 @@ class Status:
     runs: int
     report: Path | None
     seconds_spent: float          # training + evaluation time of the finished work
+    running: int | None = None    # pid of the live process writing the study (-1: unknown pid), or None
+
+    @property
+    def work_done(self) -> bool:
+        """Every adapter trained and every cell evaluated."""
+        return self.adapters_done == self.adapters_total and self.cells_done == self.cells_total
 
     @property
     def complete(self) -> bool:
-        return self.adapters_done == self.adapters_total and self.cells_done == self.cells_total
+        """All work done and the last run finished: a run killed during its analyses or
+        report (its row has no finish time) left the study incomplete."""
+        return self.work_done and self.running is None and (self.last_run is None or self.last_run["finished"] is not None)
 
 
 def adapter_trained(out_dir: Path, name: str, seed: int, stored_path: str | None) -> bool:
@@ -48,6 +55,7 @@ def adapter_trained(out_dir: Path, name: str, seed: int, stored_path: str | None
 def study_status(out_dir: str | os.PathLike) -> Status:
     from traitmap.api import Study
     from traitmap.plan import make_plan
+    from traitmap.store import lock_holder
 
     study = Study.load(out_dir)
     config = study.config
@@ -64,20 +72,12 @@ def study_status(out_dir: str | os.PathLike) -> Status:
         row = runs.iloc[-1]
         last = {"started": row["started"], "finished": row["finished"] if isinstance(row["finished"], str) else None,
                 "seconds": float(row["seconds"]) if pd.notna(row["seconds"]) else None, "command": row["command"]}
-    spent = 0.0
-    for raw in stored["train_log"] if not stored.empty else []:
-        try:
-            spent += float(json.loads(raw or "{}").get("seconds") or 0)
-        except ValueError:
-            pass
-    cells = study.cells
-    if not cells.empty:
-        spent += float(cells["seconds"].fillna(0).sum())
     report = study.out_dir / "report" / "index.html"
     return Status(
         name=config.name, base_model=config.base_model, out_dir=study.out_dir,
         adapters_done=len(done_adapters), adapters_total=len(plan.adapters),
         adapters_todo=[a for a in plan.adapters if a not in done_adapters],
         cells_done=cells_done, cells_total=len(plan.cells), matrix=study.matrix, last_run=last, runs=len(runs),
-        report=report if report.is_file() else None, seconds_spent=spent,
+        report=report if report.is_file() else None, seconds_spent=study.work_seconds(),
+        running=lock_holder(study.out_dir),
     )

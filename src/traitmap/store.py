@@ -3,10 +3,15 @@
 A cell's records and its "done" mark are written in one transaction, so a study killed
 at any point holds either a whole cell or none of it. Files next to the database
 (CSV, JSON) are written with `write_atomic`: a temporary file renamed into place.
+One process writes a study at a time: `StudyLock` holds an flock on a file in the
+output folder. A write that fails (full disk, read-only folder) is a TraitmapError
+naming the file, and leaves no temporary file behind.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import math
 import os
@@ -16,6 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from traitmap.errors import TraitmapError, is_disk_full
+
+LOCK_FILE = ".traitmap.lock"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -43,19 +52,110 @@ RECORD_COLUMNS = ["model", "seed", "task", "example_id", "prompt", "output", "ou
 def write_atomic(path: Path, text: str) -> Path:
     """Write text so that readers see the old file or the new one, never half of one."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as error:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise write_error(error, path) from None
         raise
     return path
+
+
+def write_error(error: OSError | sqlite3.Error, path: Path) -> TraitmapError:
+    """A failed write as one line naming the file: a full disk, a read-only folder, a file
+    where a folder should be."""
+    if is_disk_full(error):
+        return TraitmapError("could not write it: no space left on the device (free some space and rerun; "
+                             "finished work is kept)", file=path)
+    reason = getattr(error, "strerror", None) or str(error)
+    where = getattr(error, "filename", None)
+    return TraitmapError(f"could not write it: {reason}" + (f" ({where})" if where and str(where) != str(path) else ""),
+                         file=path)
+
+
+class StudyLock:
+    """One writer per output folder: an exclusive flock on `LOCK_FILE` inside it.
+
+    The kernel drops an flock when its process ends, however it ends (SIGKILL included),
+    so a killed run never leaves the folder locked. A second writer is refused at once.
+    """
+
+    def __init__(self, out_dir: Path):
+        self.path = Path(out_dir) / LOCK_FILE
+        try:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            raise write_error(error, self.path) from None
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(self.fd, 32).decode(errors="replace").strip()
+            os.close(self.fd)
+            raise TraitmapError(f"another traitmap process{f' (pid {holder})' if holder else ''} is writing to this "
+                                "output folder: wait for it to finish, or use another --out", file=out_dir) from None
+        os.ftruncate(self.fd, 0)
+        os.write(self.fd, f"{os.getpid()}\n".encode())
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the last descriptor drops the flock
+            self.fd = None
+
+
+def remove_temporaries(out_dir: Path) -> list[Path]:
+    """Delete what a failed or killed write left in a study folder (an adapter's `seedK.tmp`
+    folder, a `.name.tmp` file); returns what was removed. Only the lock holder calls this."""
+    import shutil
+
+    out_dir = Path(out_dir)
+    found = [p for p in out_dir.glob("adapters/*/*.tmp") if p.is_dir()]
+    found += [p for p in out_dir.rglob(".*.tmp") if p.is_file()]
+    for path in found:
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+    return found
+
+
+@contextlib.contextmanager
+def full_disk_is_an_error(out_dir: Path):
+    """A full disk anywhere inside (an adapter's save included) becomes one TraitmapError
+    naming what could not be written, and the half-written temporaries are removed."""
+    try:
+        yield
+    except BaseException as error:
+        if not is_disk_full(error):
+            raise
+        partial = remove_temporaries(out_dir)
+        if isinstance(error, TraitmapError):
+            raise
+        what = getattr(error, "filename", None) or (partial[0].with_suffix("") if partial else out_dir)
+        raise TraitmapError("could not write it: no space left on the device (free some space and rerun; "
+                            "finished work is kept)", file=what) from None
+
+
+def lock_holder(out_dir: Path) -> int | None:
+    """The pid of the live process writing to `out_dir` (-1 if unknown), or None; only reads."""
+    try:
+        fd = os.open(Path(out_dir) / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return None
+    except BlockingIOError:
+        text = os.read(fd, 32).decode(errors="replace").strip()
+        return int(text) if text.isdigit() else -1
+    finally:
+        os.close(fd)
 
 
 def json_ready(value):
@@ -82,18 +182,46 @@ def write_csv(path: Path, frame: pd.DataFrame, index: bool = False) -> Path:
 
 
 class Store:
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path)
-        self.db.executescript(SCHEMA)
+    """The database of one study. `create=False` opens an existing one only (readers);
+    `lock` is released on close (the writer's `StudyLock`)."""
+
+    def __init__(self, path: Path, *, create: bool = True, lock: StudyLock | None = None):
+        self.path, self.lock = Path(path), lock
+        if not create and not self.path.is_file():
+            raise TraitmapError("not a traitmap output directory (no traitmap.sqlite)", file=self.path.parent)
+        try:
+            if create:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path)
+            with self.writing():
+                self.db.executescript(SCHEMA)
+        except OSError as error:
+            raise write_error(error, self.path) from None
+        except sqlite3.DatabaseError as error:
+            if is_disk_full(error):
+                raise write_error(error, self.path) from None
+            raise TraitmapError(f"not a traitmap database ({error})", file=self.path) from None
 
     def close(self) -> None:
         self.db.close()
+        if self.lock is not None:
+            self.lock.release()
+
+    @contextlib.contextmanager
+    def writing(self):
+        """One transaction; a full disk or a read-only file becomes a TraitmapError naming the database."""
+        try:
+            with self.db:
+                yield
+        except sqlite3.OperationalError as error:
+            text = str(error).lower()
+            if is_disk_full(error) or "readonly" in text or "read-only" in text or "unable to open" in text:
+                raise write_error(error, self.path) from None
+            raise
 
     # runs ------------------------------------------------------------------------------
     def start_run(self, started: str, command: str, config: dict, versions: dict, machine: dict) -> int:
-        with self.db:
+        with self.writing():
             cur = self.db.execute(
                 "INSERT INTO runs (started, command, config, versions, machine) VALUES (?,?,?,?,?)",
                 (started, command, json.dumps(config), json.dumps(versions), json.dumps(machine)),
@@ -101,7 +229,7 @@ class Store:
         return cur.lastrowid
 
     def finish_run(self, run_id: int, finished: str, seconds: float) -> None:
-        with self.db:
+        with self.writing():
             self.db.execute("UPDATE runs SET finished=?, seconds=? WHERE id=?", (finished, seconds, run_id))
 
     def runs(self) -> pd.DataFrame:
@@ -119,7 +247,7 @@ class Store:
         return here if here.exists() else Path(stored)
 
     def add_adapter(self, name: str, seed: int, source: str, variant: dict | None, path: Path, train_log: dict, finished: str) -> None:
-        with self.db:
+        with self.writing():
             self.db.execute(
                 "INSERT OR REPLACE INTO adapters VALUES (?,?,?,?,?,?,?)",
                 (name, seed, source, json.dumps(variant), self._relative(path), json.dumps(train_log), finished),
@@ -142,7 +270,7 @@ class Store:
         """Records and the done mark in one transaction: a cell is whole or absent. Returns
         the cell's score, the mean of its records' `correct` (NaN for no records)."""
         score = sum(r["correct"] for r in records) / len(records) if records else float("nan")
-        with self.db:
+        with self.writing():
             self.db.execute("DELETE FROM records WHERE model=? AND seed=? AND task=?", (model, seed, task))
             self.db.executemany(
                 f"INSERT INTO records ({','.join(RECORD_COLUMNS)}) VALUES ({','.join('?' * len(RECORD_COLUMNS))})",

@@ -158,12 +158,23 @@ def _line_of(text: str, key: str) -> int | None:
     return find(name)
 
 
+def line_of_value(text: str, key: str, value: str) -> int | None:
+    """Line of a quoted `value` at or after the line of `key` (a task name inside
+    `sources = [...]` or a `[[sources]]` table), else the key's own line."""
+    start = _line_of(text, key) or 1
+    quoted = re.compile(rf"""(["']){re.escape(value)}\1""")
+    for number, line in enumerate(text.splitlines()[start - 1:], start=start):
+        if quoted.search(line.split("#", 1)[0]):
+            return number
+    return _line_of(text, key)
+
+
 def load(path: str | os.PathLike) -> StudyConfig:
     """Read and validate a study file. Task names are checked later, against the registry."""
+    from traitmap.data import read_text
+
     path = Path(path)
-    if not path.is_file():
-        raise TraitmapError("study file not found", file=path)
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path, "study file")
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -182,48 +193,36 @@ def parse(raw: dict, *, path: Path | None = None, text: str = "") -> StudyConfig
     for key in ("name", "base_model", "sources", "targets"):
         if key not in raw:
             raise fail("missing required key", key)
+    for key in ("train", "eval", "analysis"):
+        if not isinstance(raw.get(key, {}), dict):
+            raise fail(f"must be a table: write [{key}] on its own line, then its keys", key)
     if not isinstance(raw["name"], str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", raw["name"]):
         raise fail("must be a simple name (letters, digits, '-', '_', '.')", "name")
+    if not isinstance(raw["base_model"], str) or not raw["base_model"].strip():
+        raise fail("must be a model name, a Hugging Face id or a folder, as a string", "base_model")
+    if "data_dir" in raw and (not isinstance(raw["data_dir"], str) or not raw["data_dir"]):
+        raise fail("must be a folder (a string), or \"hub\"", "data_dir")
+    task_dirs = raw.get("task_dirs", [])
+    if not _is_list_of(task_dirs, str):
+        raise fail('must be a list of folders, e.g. task_dirs = ["my_tasks"]', "task_dirs")
 
-    sources = []
-    for i, s in enumerate(raw["sources"]):
-        if isinstance(s, str):
-            s = {"task": s}
-        if not isinstance(s, dict) or "task" not in s:
-            raise fail(f"source #{i + 1} must be a task name or a table with 'task'", "sources")
-        extra = set(s) - {"task", "name", "variant"}
-        if extra:
-            raise fail(f"source #{i + 1}: unknown key '{sorted(extra)[0]}'", "sources")
-        variant = s.get("variant")
-        if variant is not None and (not isinstance(variant, dict) or "kind" not in variant):
-            raise fail(f"source #{i + 1}: variant must be a table with 'kind'", "variant")
-        if variant is not None:
-            _check_variant(variant, i, fail)
-        name = s.get("name") or (s["task"] if variant is None else f"{s['task']}@{variant['kind']}")
-        if name == "base" or not re.fullmatch(r"[A-Za-z0-9_.@-]+", name):
-            raise fail(f"source #{i + 1}: '{name}' is not a usable adapter name", "sources")
-        sources.append(Source(name=name, task=s["task"], variant=variant))
-    names = [s.name for s in sources]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise fail(f"two sources are both named '{dupes[0]}': give one a 'name'", "sources")
-    if not sources:
-        raise fail("a study needs at least one source", "sources")
-
+    sources = _parse_sources(raw["sources"], fail)
     targets = raw["targets"]
-    if not isinstance(targets, list) or not targets or not all(isinstance(t, str) for t in targets):
-        raise fail("must be a non-empty list of task names", "targets")
+    if not _is_list_of(targets, str) or not targets:
+        raise fail('must be a non-empty list of task names, e.g. targets = ["imdb"]', "targets")
     if len(set(targets)) != len(targets):
         raise fail("a target is listed twice", "targets")
 
     seeds = raw.get("seeds", [0])
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(x, int) and x >= 0 for x in seeds):
+    if not _is_list_of(seeds, int) or not seeds or any(x < 0 for x in seeds):
         raise fail("must be a non-empty list of non-negative integers", "seeds")
+    if len(set(seeds)) != len(seeds):
+        raise fail("a seed is listed twice", "seeds")
 
     train_raw = dict(raw.get("train", {}))
     preset = train_raw.pop("preset", "cpu")
-    if preset not in PRESETS:
-        raise fail(f"unknown preset '{preset}' (choose from {', '.join(PRESETS)})", "train.preset")
+    if not isinstance(preset, str) or preset not in PRESETS:
+        raise fail(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})", "train.preset")
     values = dict(PRESETS[preset])
     for k, v in train_raw.items():
         if k not in values:
@@ -246,9 +245,9 @@ def parse(raw: dict, *, path: Path | None = None, text: str = "") -> StudyConfig
     if eval_raw.get("examples") == "all":  # TOML has no null: "all" means the whole split
         eval_raw = {**eval_raw, "examples": None}
     ev = EvalConfig(**eval_raw)
-    if ev.examples is not None and (not isinstance(ev.examples, int) or ev.examples < 1):
-        raise fail("must be a positive integer", "eval.examples")
-    if not isinstance(ev.batch_size, int) or ev.batch_size < 1:
+    if ev.examples is not None and not _positive_int(ev.examples):
+        raise fail('must be a positive integer or "all"', "eval.examples")
+    if not _positive_int(ev.batch_size):
         raise fail("must be a positive integer", "eval.batch_size")
     from traitmap import backends
 
@@ -256,15 +255,68 @@ def parse(raw: dict, *, path: Path | None = None, text: str = "") -> StudyConfig
         raise fail(f"unknown backend '{ev.backend}' (choose from {', '.join(backends.names())})", "eval.backend")
     for key in ("limits", "max_new_tokens"):
         table = getattr(ev, key)
-        if not isinstance(table, dict) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in table.values()):
+        if not isinstance(table, dict) or not all(_positive_int(v) for v in table.values()):
             raise fail("must be a table of task name = positive integer", f"eval.{key}")
+        unknown_target = sorted(set(table) - set(targets))
+        if unknown_target:
+            raise fail(f"'{unknown_target[0]}' is not one of the targets ({', '.join(targets)})", f"eval.{key}")
+
+    analysis = dict(raw.get("analysis", {}))
+    _check_analysis(analysis, targets, fail)
 
     return StudyConfig(
-        name=raw["name"], base_model=str(raw["base_model"]), sources=sources, targets=list(targets),
+        name=raw["name"], base_model=raw["base_model"], sources=sources, targets=list(targets),
         seeds=list(seeds), train=train, eval=ev, data_dir=raw.get("data_dir"),
-        task_dirs=[str((path.parent if path else Path(".")) / d) for d in raw.get("task_dirs", [])],
-        analysis=dict(raw.get("analysis", {})), path=str(path) if path else None,
+        task_dirs=[str((path.parent if path else Path(".")) / d) for d in task_dirs],
+        analysis=analysis, path=str(path) if path else None,
     )
+
+
+def _is_list_of(value, kind: type) -> bool:
+    """A TOML array whose items are all `kind` (a bool is not an int here)."""
+    return isinstance(value, list) and all(isinstance(v, kind) and not isinstance(v, bool) for v in value)
+
+
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _parse_sources(raw_sources, fail) -> list[Source]:
+    if not isinstance(raw_sources, list):
+        raise fail('must be a list of task names or tables, e.g. sources = ["imdb"] (not a single string)', "sources")
+    if not raw_sources:
+        raise fail("a study needs at least one source", "sources")
+    sources = []
+    for i, s in enumerate(raw_sources):
+        if isinstance(s, str):
+            s = {"task": s}
+        if not isinstance(s, dict) or "task" not in s:
+            raise fail(f"source #{i + 1} must be a task name or a table with 'task'", "sources")
+        extra = set(s) - {"task", "name", "variant"}
+        if extra:
+            raise fail(f"source #{i + 1}: unknown key '{sorted(extra)[0]}'", "sources")
+        if not isinstance(s["task"], str) or not s["task"]:
+            raise fail(f"source #{i + 1}: 'task' must be a task name (a string)", "sources")
+        if "name" in s and (not isinstance(s["name"], str) or not s["name"]):
+            raise fail(f"source #{i + 1}: 'name' must be a string", "sources")
+        variant = s.get("variant")
+        if variant is not None and (not isinstance(variant, dict) or "kind" not in variant):
+            raise fail(f"source #{i + 1}: variant must be a table with 'kind'", "variant")
+        if variant is not None:
+            _check_variant(variant, i, fail)
+        name = s.get("name") or (s["task"] if variant is None else f"{s['task']}@{variant['kind']}")
+        if name == "base" or not re.fullmatch(r"[A-Za-z0-9_.@-]+", name):
+            raise fail(f"source #{i + 1}: '{name}' is not a usable adapter name", "sources")
+        sources.append(Source(name=name, task=s["task"], variant=variant))
+    names = [s.name for s in sources]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise fail(f"two sources are both named '{dupes[0]}': give one a 'name'", "sources")
+    return sources
 
 
 def _check_variant(variant: dict, i: int, fail) -> None:
@@ -272,31 +324,48 @@ def _check_variant(variant: dict, i: int, fail) -> None:
     from traitmap.data import _VARIANTS
 
     kind = variant["kind"]
-    if kind not in _VARIANTS:
-        raise fail(f"source #{i + 1}: unknown variant kind '{kind}' (choose from {', '.join(_VARIANTS)})", "variant")
+    if not isinstance(kind, str) or kind not in _VARIANTS:
+        raise fail(f"source #{i + 1}: unknown variant kind {kind!r} (choose from {', '.join(_VARIANTS)})", "variant")
     _, required, optional, _ = _VARIANTS[kind]
     params = set(variant) - {"kind"}
     if required - params or params - required - optional:
         raise fail(f"source #{i + 1}: variant '{kind}' takes {sorted(required)} (required) and {sorted(optional)} "
                    f"(optional), got {sorted(params)}", "variant")
+    where = f"source #{i + 1}: variant '{kind}'"
+    if "fraction" in variant and not (_number(variant["fraction"]) and 0 <= variant["fraction"] <= 1):
+        raise fail(f"{where}: fraction must be a number from 0 to 1, got {variant['fraction']!r}", "variant")
+    for key in ("n", "max_chars"):
+        if key in variant and not _positive_int(variant[key]):
+            raise fail(f"{where}: {key} must be a positive integer, got {variant[key]!r}", "variant")
+    if "ratio" in variant:
+        ratio = variant["ratio"]
+        if (not isinstance(ratio, dict) or not ratio or not all(_number(v) and v >= 0 for v in ratio.values())
+                or abs(sum(ratio.values()) - 1) > 1e-6):
+            raise fail(f"{where}: ratio must be a table of label = share, shares >= 0 summing to 1, got {ratio!r}",
+                       "variant")
 
 
 def _check_train(t: TrainConfig, fail) -> None:
     positive_ints = ["r", "alpha", "batch_size", "grad_accum", "max_length"]
     for k in positive_ints:
-        v = getattr(t, k)
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        if not _positive_int(getattr(t, k)):
             raise fail("must be a positive integer", f"train.{k}")
     for k in ("steps", "epochs", "examples"):
         v = getattr(t, k)
-        if v is not None and (not isinstance(v, int) or v < 1):
-            raise fail("must be a positive integer", f"train.{k}")
+        if v is not None and not _positive_int(v):
+            raise fail("must be a positive integer" + (' or "all"' if k == "examples" else ""), f"train.{k}")
     if (t.steps is None) == (t.epochs is None):
         raise fail("set exactly one of 'steps' and 'epochs'", "train.steps")
-    if not (isinstance(t.lr, (int, float)) and 0 < t.lr < 1):
+    if not (_number(t.lr) and 0 < t.lr < 1):
         raise fail("must be a number between 0 and 1", "train.lr")
-    if not (isinstance(t.dropout, (int, float)) and 0 <= t.dropout < 1):
+    if not (_number(t.dropout) and 0 <= t.dropout < 1):
         raise fail("must be in [0, 1)", "train.dropout")
+    if not (isinstance(t.warmup_steps, int) and not isinstance(t.warmup_steps, bool) and t.warmup_steps >= 0):
+        raise fail("must be a non-negative integer", "train.warmup_steps")
+    if not (_number(t.weight_decay) and t.weight_decay >= 0):
+        raise fail("must be a non-negative number", "train.weight_decay")
+    if not (_number(t.max_grad_norm) and t.max_grad_norm > 0):
+        raise fail("must be a positive number", "train.max_grad_norm")
     if t.loss_on not in ("answer", "all"):
         raise fail("must be 'answer' or 'all'", "train.loss_on")
     if t.precision not in ("auto", "bf16", "fp32"):
@@ -307,8 +376,54 @@ def _check_train(t: TrainConfig, fail) -> None:
         raise fail(f"unknown trainer '{t.trainer}' (choose from {', '.join(TRAINERS)})", "train.trainer")
     if t.scheduler not in ("cosine", "linear", "constant"):
         raise fail("must be 'cosine', 'linear' or 'constant'", "train.scheduler")
-    if not t.target_modules or not all(isinstance(m, str) for m in t.target_modules):
-        raise fail("must be a non-empty list of module names", "train.target_modules")
+    if not _is_list_of(t.target_modules, str) or not t.target_modules:
+        raise fail('must be a non-empty list of module names, e.g. ["q_proj", "v_proj"]', "train.target_modules")
+
+
+# [analysis]: every setting an analysis reads, with what it must be. An analysis reads
+# these without checking again, so a bad value is refused here, before anything runs.
+def _choice(*allowed):
+    return (lambda v: isinstance(v, str) and v in allowed), "one of " + ", ".join(f'"{a}"' for a in allowed)
+
+
+_POSITIVE_INT = (_positive_int, "a positive integer")
+_SEED = ((lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0), "a non-negative integer")
+_BOOL = ((lambda v: isinstance(v, bool)), "true or false")
+ANALYSIS_SETTINGS = {
+    "n_components": _POSITIVE_INT,
+    "pca_on": _choice("gains", "scores"),
+    "standardize": _BOOL,
+    "n_boot": _POSITIVE_INT,
+    "ci_level": ((lambda v: _number(v) and 0 < v < 1), "a number between 0 and 1"),
+    "bootstrap_seed": _SEED,
+    "seed": _SEED,
+    "trait_n_boot": _POSITIVE_INT,
+    "trait_align": _choice("procrustes", "sign"),
+    "trait_names": ((lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values())),
+                    'a table of component = name, e.g. { PC0 = "math" }'),
+    "dependency_targets": ((lambda v: _is_list_of(v, str)), "a list of target names"),
+    "dependency_min_support": _POSITIVE_INT,
+    "dependency_bootstrap": _POSITIVE_INT,
+    "predict_alpha": ((lambda v: _number(v) and v > 0), "a positive number"),
+    "length_measure": _choice("chars", "words"),
+    "similarity_max_texts": _POSITIVE_INT,
+    "similarity_include_self": _BOOL,
+    "similarity_permutations": _POSITIVE_INT,
+    "similarity_permute": _choice("targets", "sources", "both"),
+}
+
+
+def _check_analysis(analysis: dict, targets: list[str], fail) -> None:
+    for key, value in analysis.items():
+        if key not in ANALYSIS_SETTINGS:
+            raise fail(f"unknown analysis setting (expected one of {', '.join(sorted(ANALYSIS_SETTINGS))})",
+                       f"analysis.{key}")
+        check, what = ANALYSIS_SETTINGS[key]
+        if not check(value):
+            raise fail(f"must be {what}, got {value!r}", f"analysis.{key}")
+    unknown = sorted(set(analysis.get("dependency_targets", [])) - set(targets))
+    if unknown:
+        raise fail(f"'{unknown[0]}' is not one of the targets ({', '.join(targets)})", "analysis.dependency_targets")
 
 
 HUB = "hub"

@@ -151,3 +151,15 @@ def test_an_empty_study_still_renders(bare_study, tmp_path):
     html = _html(bare_study, tmp_path)
     assert "No scored examples in this study." in _section(html, "examples")
     assert "Not run for this study" in _section(html, "controlled")
+
+
+def test_the_time_spent_sums_every_run_of_a_resumed_study(study, tmp_path):
+    study.meta = {**study.meta, "work_seconds": 754.0, "runs": 3, "finished": "2025-11-26T11:00:00"}
+    text = _section(_html(study, tmp_path), "study")
+    assert "The training and evaluation took 12 min 34 s over 3 runs from 2025-11-26T09:00:00 to 2025-11-26T11:00:00" in text
+    assert "to nan" not in text and "took 0 s" not in text
+
+
+def test_a_share_of_variance_that_is_100_percent_by_construction_says_so(built):
+    traits = _section(built, "traits")
+    assert "With 3 adapters that share is 100% by construction" in " ".join(traits.split())

@@ -115,6 +115,16 @@ def test_canonical_code_passes_and_wrong_code_fails(name, ids, data_dir):
         assert not wrong.passed and wrong.error in ("assertion", "exception"), wrong
 
 
+def test_mbpp_limit_fits_its_slowest_reference(data_dir):
+    """Task 123's reference (amicable numbers below 9999) took 3.7 s on a busy machine: over the
+    sandbox's default 5 s limit there; the task's own limit leaves it room."""
+    task = tasks.get("mbpp")
+    example = next(e for e in task.examples("test", data_dir) if e.id == "123")
+    assert task.generate.timeout >= 10 and tasks.get("humaneval").generate.timeout == 5
+    result = task.run_tests(example.target, example)
+    assert result.passed, result
+
+
 def test_humaneval_prompt_is_the_code(data_dir):
     example = tasks.get("humaneval").examples("test", data_dir)[0]
     assert example.prompt == example.meta["code_prefix"] and example.prompt.rstrip().endswith('"""')

@@ -110,3 +110,32 @@ def test_generate_task_needs_its_table(tmp_path):
     with pytest.raises(TraitmapError) as error:
         tasks.load_file(path)
     assert error.value.field in ("prompt.answer", "generate")
+
+
+def test_verbalizers_that_differ_only_by_spaces_are_refused(user_dir):
+    (user_dir / "reviews.toml").write_text(REVIEWS.replace('["no", "yes"]', '["yes", "yes "]'))
+    with pytest.raises(TraitmapError, match="differ only by spaces") as caught:
+        tasks.get("reviews", extra_dirs=[user_dir])
+    assert caught.value.field == "choice.verbalizers"
+
+
+def test_verbalizers_the_scorer_cannot_tell_apart_are_refused_with_the_tokenizer(user_dir, tiny_model_dir):
+    from traitmap.models import load_tokenizer
+
+    tokenizer = load_tokenizer(tiny_model_dir)
+    tasks.get("reviews", extra_dirs=[user_dir]).check_tokens(tokenizer)  # "no" / "yes": fine
+    (user_dir / "reviews.toml").write_text(REVIEWS.replace('["no", "yes"]', '["positive", "positive!"]'))
+    task = tasks.get("reviews", extra_dirs=[user_dir])  # fine without a tokenizer
+    with pytest.raises(TraitmapError, match="always scores below 'positive'") as caught:
+        task.check_tokens(tokenizer)
+    assert caught.value.field == "choice.verbalizers" and caught.value.file == user_dir / "reviews.toml"
+
+
+def test_a_bad_row_names_its_line(user_dir):
+    data = user_dir.parent / "data" / "reviews"
+    (data / "train.jsonl").write_bytes(b'{"text": "great", "stars": 5}\n{"text": "caf\xe9", "stars": 1}\n')
+    with pytest.raises(TraitmapError, match="line 2: not UTF-8"):
+        tasks.get("reviews", extra_dirs=[user_dir]).examples("train", user_dir.parent / "data")
+    (data / "train.jsonl").write_text('{"text": "great", "stars": 5}\n{"text": "ok", "stars": "5"}\n')
+    with pytest.raises(TraitmapError, match="line 2, field 'stars': is a string here but a number on line 1"):
+        tasks.get("reviews", extra_dirs=[user_dir]).examples("train", user_dir.parent / "data")

@@ -24,6 +24,12 @@ def analysis_settings(study) -> dict:
     return dict(getattr(config, "analysis", None) or {})
 
 
+def check_names(only: list[str] | None) -> None:
+    unknown = sorted(set(only or []) - set(ANALYSES))
+    if unknown:
+        raise TraitmapError(f"unknown analysis '{unknown[0]}' (choose from {', '.join(ANALYSES)})", field="--only")
+
+
 def run_all(study, only: list[str] | None = None, console=None) -> dict[str, list[Path]]:
     """Run the analyses (all, or `only` these) and return the files each wrote.
 
@@ -33,9 +39,7 @@ def run_all(study, only: list[str] | None = None, console=None) -> dict[str, lis
     """
     from traitmap.store import write_json
 
-    unknown = sorted(set(only or []) - set(ANALYSES))
-    if unknown:
-        raise TraitmapError(f"unknown analysis '{unknown[0]}' (choose from {', '.join(ANALYSES)})", field="--only")
+    check_names(only)
     skipped_path = study.analysis_dir / "skipped.json"
     skipped = json.loads(skipped_path.read_text()) if skipped_path.is_file() else {}
     written = {}

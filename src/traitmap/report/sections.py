@@ -71,10 +71,14 @@ def study_section(study, records: pd.DataFrame) -> Section:
         + (f", training seed{'s' if len(seeds) > 1 else ''} {listing([str(s) for s in seeds])})." if seeds else ").")
     ]
     runtime = _first(meta, "runtime_s", "runtime_seconds", "runtime", "seconds", "elapsed_s")
+    work, runs = meta.get("work_seconds"), meta.get("runs")
     started, finished = _first(meta, "started", "started_at"), _first(meta, "finished", "finished_at")
     machine = _first(meta, "machine", "host", "device", "gpu")
     when = []
-    if runtime is not None:
+    if work is not None:  # summed over every run, so a study finished by a resumed run counts all of its work
+        when.append(f"The training and evaluation took {duration(work)}"
+                    + (f" over {runs} runs" if isinstance(runs, int) and runs > 1 else ""))
+    elif runtime is not None:
         when.append(f"The run took {duration(runtime)}")
     if started and finished:
         when.append(f"from {started} to {finished}")
@@ -118,8 +122,10 @@ def glance(study) -> list[tuple[str, str, str]]:
     if ratio:
         values = [v for v in (ratio.values() if isinstance(ratio, dict) else ratio) if v is not None]
         k = min(4, len(values))
+        n_adapters = len(pca.get("adapters") or [])
+        trivially = n_adapters and k >= n_adapters - 1
         cards.append((f"variance in {k} trait{'s' if k > 1 else ''}", f"{sum(values[:k]) * 100:.0f}%",
-                      f"of the {pca.get('on', 'gains')}"))
+                      f"of the {pca.get('on', 'gains')}" + (f" (always, with {n_adapters} adapters)" if trivially else "")))
     return cards
 
 
@@ -263,6 +269,11 @@ def traits_section(study) -> Section:
         f"{ratio.iloc[0] * 100:.0f}%; the paper's first four explain about 75%).",
         "; ".join(_loading_phrase(loadings[c]) for c in loadings.columns[:2]) + ".",
     ]
+    n_adapters = len(scores) if not scores.empty else len(pca.get("adapters") or [])
+    if n_adapters and k >= n_adapters - 1:
+        sentences.insert(1, f"With {n_adapters} adapters that share is 100% by construction ({n_adapters} centered "
+                            f"points span at most {n_adapters - 1} dimension{'s' if n_adapters > 2 else ''}), so it "
+                            "says nothing about how few traits explain the transfer; more sources would.")
     if not scores.empty:
         carriers = [f"{scores[c].idxmax()} the most {c} ({signed(scores[c].max())})" for c in scores.columns[:2]]
         sentences.append("Among the adapters, " + carriers[0].replace(" the most", " carries the most", 1)

@@ -29,6 +29,7 @@ import json
 import random
 from pathlib import Path
 
+from traitmap.data import read_text
 from traitmap.errors import TraitmapError
 
 TEMPLATES_FILE = "goat_templates.json"
@@ -54,7 +55,13 @@ def load_templates(folder: Path | str) -> list[str]:
     path = Path(folder) / TEMPLATES_FILE
     if not path.is_file():
         raise TraitmapError("Goat instruction templates not found (see PROVENANCE.md, 'goat')", file=path)
-    templates = list(json.loads(path.read_text(encoding="utf-8")).values())
+    try:
+        loaded = json.loads(read_text(path, "Goat template file"))
+    except json.JSONDecodeError as bad:
+        raise TraitmapError(f"malformed JSON: {bad.msg} (column {bad.colno})", file=path, line=bad.lineno) from None
+    if not isinstance(loaded, dict) or not all(isinstance(t, str) for t in loaded.values()):
+        raise TraitmapError("must be a JSON object of name: template string", file=path)
+    templates = list(loaded.values())
     for key, template in enumerate(templates, start=1):
         if "{input}" not in template:
             raise TraitmapError("template has no {input}", file=path, field=str(key))

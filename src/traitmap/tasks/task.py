@@ -100,6 +100,7 @@ class GenerateSpec:
     stop: list[str] = field(default_factory=list)
     tests: str | None = None  # template, pass@1 tasks
     code_prefix: str = ""  # template: what the parsed code is appended to (HumanEval: the prompt)
+    timeout: float = sandbox.DEFAULT_TIMEOUT_S  # pass@1: seconds one program may run (set from the references)
 
 
 @dataclass(frozen=True)
@@ -175,11 +176,14 @@ class Task:
         """
         if split == "train":
             self.check_trainable()
+        if split not in self.splits:
+            raise TraitmapError(f"unknown split '{split}'; task '{self.name}' has: {', '.join(self.splits)}",
+                                file=self.file, field="data.splits")
         rows, origin = self._rows(split, data_dir)
         data.check_rows(rows, origin, required=self._required_fields(),
                         label_field=self.choice.label_field if self.choice else None,
                         label_values=self.choice.values if self.choice else None)
-        examples = [self._example(split, index, row, origin) for index, row in enumerate(rows)]
+        examples = [self._rendered(split, index, row, origin) for index, row in enumerate(rows)]
         self._check_unique_ids(examples, origin)
         return examples if limit is None else data.subsample(examples, limit, seed)
 
@@ -205,6 +209,14 @@ class Task:
         if self.id_field:
             fields.add(self.id_field)
         return fields
+
+    def _rendered(self, split: str, index: int, row: dict, origin: data.Origin) -> Example:
+        """`_example`, with a row that does not fit the templates reported by its line."""
+        try:
+            return self._example(split, index, row, origin)
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as error:
+            raise TraitmapError(f"this row does not fit the task's templates ({type(error).__name__}: {error})",
+                                file=origin.name, line=origin.line(index)) from None
 
     def _example(self, split: str, index: int, row: dict, origin: data.Origin) -> Example:
         fields = _format_fields(row)
@@ -272,12 +284,37 @@ class Task:
             return parsers.same_answer(parsed, example.gold)
         return self.run_tests(parsed, example).passed
 
-    def run_tests(self, code: str, example: Example, *, timeout: float = sandbox.DEFAULT_TIMEOUT_S) -> sandbox.SandboxResult:
-        """Run code_prefix + code + tests in the sandbox; the result says why it failed."""
+    def run_tests(self, code: str, example: Example, *, timeout: float | None = None) -> sandbox.SandboxResult:
+        """Run code_prefix + code + tests in the sandbox (for the task's `timeout` unless
+        given); the result says why it failed."""
         if "tests" not in example.meta:
             raise TraitmapError(f"task '{self.name}' has no code tests", file=self.file, field="generate.tests")
         program = f"{example.meta['code_prefix']}{code}\n\n{example.meta['tests']}\n"
-        return sandbox.run_python(program, timeout=timeout)
+        return sandbox.run_python(program, timeout=timeout or self.generate.timeout)
+
+    def check_tokens(self, tokenizer) -> None:
+        """Verbalizers the scorer can tell apart with this tokenizer.
+
+        The scorer compares summed log-probabilities of each verbalizer's tokens, with one
+        forward per prompt when every verbalizer is one token: two verbalizers with the
+        same tokens tie forever, and one whose tokens start with all of another's scores
+        below it on every example (more tokens, each a log-probability <= 0).
+        """
+        if not self.choice:
+            return
+        ids = {v: tuple(tokenizer(v, add_special_tokens=False)["input_ids"]) for v in self.choice.verbalizers}
+        for a in self.choice.verbalizers:
+            for b in self.choice.verbalizers:
+                if a == b:
+                    continue
+                if ids[a] == ids[b]:
+                    raise TraitmapError(f"verbalizers {a!r} and {b!r} are the same tokens {list(ids[a])} for this "
+                                        "model's tokenizer: the scorer cannot tell them apart", file=self.file,
+                                        field="choice.verbalizers")
+                if ids[b][: len(ids[a])] == ids[a]:
+                    raise TraitmapError(f"verbalizer {b!r} is {a!r}'s tokens {list(ids[a])} plus more for this model's "
+                                        f"tokenizer, so it always scores below {a!r}: make them differ from the first "
+                                        "token", file=self.file, field="choice.verbalizers")
 
 
 # ---------------------------------------------------------------- templates
@@ -368,9 +405,7 @@ def load_file(path: Path | str) -> Task:
     """Read and validate one task TOML file."""
     path = Path(path)
     try:
-        values = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise TraitmapError("task file not found", file=path) from None
+        values = tomllib.loads(data.read_text(path, "task file"))
     except tomllib.TOMLDecodeError as error:
         raise TraitmapError(f"not valid TOML: {error}", file=path) from None
     top = _Table(values, path)
@@ -499,6 +534,11 @@ def _read_choice(table: _Table) -> ChoiceSpec:
         raise table.error("needs at least two distinct label values", "values")
     if len(verbalizers) != len(values) or len(set(verbalizers)) != len(verbalizers) or not all(v.strip() for v in verbalizers):
         raise table.error("needs one distinct, non-empty verbalizer per label value", "verbalizers")
+    stripped = [v.strip() for v in verbalizers]
+    twins = [v for v in verbalizers if stripped.count(v.strip()) > 1]
+    if twins:
+        raise table.error(f"verbalizers {twins[0]!r} and {twins[1]!r} differ only by spaces: a tokenizer reads them as "
+                          "the same answer; make them differ in their words", "verbalizers")
     choice = ChoiceSpec(table.get("label_field", str), values, verbalizers)
     table.finish()
     return choice
@@ -514,6 +554,11 @@ def _read_generate(table: _Table, metric: str) -> GenerateSpec:
     max_new_tokens = table.get("max_new_tokens", int, 512)
     if max_new_tokens < 1:
         raise table.error("must be >= 1", "max_new_tokens")
+    timeout = table.get("timeout", (int, float), sandbox.DEFAULT_TIMEOUT_S, what="a number of seconds")
+    if not 0 < timeout <= 600:
+        raise table.error("must be a number of seconds in (0, 600]", "timeout")
+    if "timeout" in table.values and tests is None:
+        raise table.error("only pass@1 tasks run code; remove this key", "timeout")
     spec = GenerateSpec(
         parser=parser,
         gold=table.get_template("gold"),
@@ -522,6 +567,7 @@ def _read_generate(table: _Table, metric: str) -> GenerateSpec:
         stop=table.get_list("stop", str, []),
         tests=tests,
         code_prefix=table.get_template("code_prefix", ""),
+        timeout=float(timeout),
     )
     table.finish()
     return spec
