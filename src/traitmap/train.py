@@ -98,7 +98,11 @@ def train_adapter(model_dir: Path, examples, cfg: TrainConfig, seed: int, *, pro
     rng = random.Random(seed)
     tokenizer = load_tokenizer(model_dir)
     where = device()
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(where)
+    precision = training_precision(cfg.precision, where)
+    # In bf16 the frozen base weights are stored in bf16 once (autocast would cast all of
+    # them again in every forward pass); the LoRA weights stay fp32 (PEFT upcasts them).
+    base_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=base_dtype).to(where)
     lora = LoraConfig(
         r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=list(cfg.target_modules),
         task_type="CAUSAL_LM", bias="none",
@@ -112,7 +116,6 @@ def train_adapter(model_dir: Path, examples, cfg: TrainConfig, seed: int, *, pro
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = get_scheduler(cfg.scheduler, optimizer, num_warmup_steps=min(cfg.warmup_steps, steps), num_training_steps=steps)
     batches = _batches(rows, min(cfg.batch_size, len(rows)), tokenizer.pad_token_id, rng)
-    precision = training_precision(cfg.precision, where)
     autocast = torch.autocast(where.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
     log, tokens, start = [], 0, time.perf_counter()
