@@ -26,6 +26,10 @@ state = {"verbose": False}
 
 OutOpt = typer.Option(None, "--out", "-o", help="Output directory (default: runs/<study name>).")
 DataOpt = typer.Option(None, "--data-dir", help="Where task data lives (default: $TRAITMAP_DATA_DIR or the study's data_dir).")
+ExecutorOpt = typer.Option(None, "--executor", help="Where jobs run: 'local' (this process) or 'ray' (a Ray cluster; "
+                           "pip install 'traitmap[ray]'). Default: the study's [run] executor, else local.")
+AddressOpt = typer.Option(None, "--address", help="The Ray cluster to join, e.g. 10.0.0.5:6379 or 'auto' "
+                          "(implies --executor ray; default: the study's [run] address, else $RAY_ADDRESS, else a local cluster).")
 
 
 @app.callback()
@@ -44,6 +48,19 @@ def _quiet_libraries() -> None:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def _executor(executor: Optional[str], address: Optional[str]) -> dict:
+    """run_study's executor arguments from --executor and --address (None: the study's [run] table)."""
+    from traitmap import executors
+
+    if executor is not None and executor not in executors.names():
+        raise TraitmapError(f"unknown executor '{executor}' (choose from {', '.join(executors.names())})", field="executor")
+    if address and executor not in (None, "ray"):
+        raise TraitmapError("--address is for the ray executor: add --executor ray", field="address")
+    if address:  # an address means a Ray cluster
+        return {"executor_name": "ray", "executor_options": {"address": address}}
+    return {"executor_name": executor, "executor_options": None}
 
 
 def _load_study(study_file: Path, out: Optional[Path], data_dir: Optional[str]):
@@ -102,36 +119,41 @@ def _print_estimate(config, plan, data_dir, store) -> None:
 @app.command()
 def run(study_file: Path, out: Optional[Path] = OutOpt, data_dir: Optional[str] = DataOpt,
         dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the plan; run nothing."),
-        analyze: bool = typer.Option(True, help="Run the analyses after the matrix.")):
+        analyze: bool = typer.Option(True, help="Run the analyses after the matrix."),
+        executor: Optional[str] = ExecutorOpt, address: Optional[str] = AddressOpt):
     """Run a whole study: train, evaluate, matrix, PCA, analyses, report."""
     from traitmap import run as runner
 
     config, out_dir, resolved_data = _load_study(study_file, out, data_dir)
+    where = _executor(executor, address)
     if dry_run:
         _print_plan(config, out_dir, resolved_data)
         return
     steps = ("train", "evaluate", "analyze", "report") if analyze else ("train", "evaluate", "report")
-    report = runner.run_study(config, out_dir, resolved_data, console=console, steps=steps)
+    report = runner.run_study(config, out_dir, resolved_data, console=console, steps=steps, **where)
     out_console.print(f"matrix: {out_dir / 'matrix.csv'}")
     out_console.print(f"report: {report}")
 
 
 @app.command()
-def train(study_file: Path, out: Optional[Path] = OutOpt, data_dir: Optional[str] = DataOpt):
+def train(study_file: Path, out: Optional[Path] = OutOpt, data_dir: Optional[str] = DataOpt,
+          executor: Optional[str] = ExecutorOpt, address: Optional[str] = AddressOpt):
     """Train the adapters of a study that are not trained yet."""
     from traitmap import run as runner
 
     config, out_dir, resolved_data = _load_study(study_file, out, data_dir)
-    runner.run_study(config, out_dir, resolved_data, console=console, steps=("train",))
+    runner.run_study(config, out_dir, resolved_data, console=console, steps=("train",), **_executor(executor, address))
 
 
 @app.command()
-def evaluate(study_file: Path, out: Optional[Path] = OutOpt, data_dir: Optional[str] = DataOpt):
+def evaluate(study_file: Path, out: Optional[Path] = OutOpt, data_dir: Optional[str] = DataOpt,
+             executor: Optional[str] = ExecutorOpt, address: Optional[str] = AddressOpt):
     """Evaluate the base model and every trained adapter on every target not evaluated yet."""
     from traitmap import run as runner
 
     config, out_dir, resolved_data = _load_study(study_file, out, data_dir)
-    runner.run_study(config, out_dir, resolved_data, console=console, steps=("evaluate",))
+    runner.run_study(config, out_dir, resolved_data, console=console, steps=("evaluate",),
+                     **_executor(executor, address))
 
 
 @app.command()
