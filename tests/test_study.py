@@ -80,6 +80,7 @@ def test_run_table_chooses_the_executor(tmp_path):
     assert load(tmp_path, HEAD).run == study.RunConfig("local", None)
     config = load(tmp_path, HEAD + '[run]\nexecutor = "ray"\naddress = "10.0.0.5:6379"\n')
     assert config.run == study.RunConfig("ray", "10.0.0.5:6379")
+    assert load(tmp_path, HEAD + '[run]\naddress = "auto"\n').run == study.RunConfig("ray", "auto")
     assert study.StudyConfig.from_dict(config.to_dict()) == config
     saved = config.to_dict()
     del saved["run"]  # an output dir written before [run] existed
@@ -107,7 +108,7 @@ def test_config_round_trips_through_a_dict(tmp_path):
     (HEAD.replace('["imdb", "goat"]', '["imdb", "imdb"]'), 4, "targets"),
     (HEAD + '[run]\nexecutor = "slurm"\n', 6, "run.executor"),
     (HEAD + '[run]\nexecutor = "ray"\nworkers = 2\n', 7, "run.workers"),
-    (HEAD + '[run]\naddress = "10.0.0.5:6379"\n', 6, "run.address"),
+    (HEAD + '[run]\nexecutor = "local"\naddress = "10.0.0.5:6379"\n', 7, "run.address"),
     (HEAD + '[run]\nexecutor = "ray"\naddress = 6379\n', 7, "run.address"),
 ])
 def test_errors_name_file_line_and_field(tmp_path, text, line, field):

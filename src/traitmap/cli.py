@@ -299,6 +299,10 @@ batch_size = 16           # rows per forward pass, and rows in flight while gene
 # max_new_tokens = {{ gsm8k = 160 }}    # per-target cap on generated tokens (generate tasks)
 # backend = "auto"          # the engine that answers: "auto" (best for this machine) or "hf"
 
+# [run]                     # optional: where the jobs run (may differ between runs of a study)
+# executor = "ray"          # "local" (this process, the default) or "ray" (a Ray cluster: docs/ray.md)
+# address = "10.0.0.5:6379" # the cluster to join (default: $RAY_ADDRESS, else a local one for the run)
+
 # [analysis]                # optional settings of the analyses
 # n_components = 4          # latent traits (PCA components) to keep
 # pca_on = "gains"          # "gains" (minus the base model) or "scores"

@@ -276,6 +276,8 @@ def parse(raw: dict, *, path: Path | None = None, text: str = "") -> StudyConfig
     bad = set(run_raw) - RUN_KEYS
     if bad:
         raise fail(f"unknown run option (expected one of {', '.join(sorted(RUN_KEYS))})", f"run.{sorted(bad)[0]}")
+    if "address" in run_raw and "executor" not in run_raw:  # an address means a Ray cluster, as --address does
+        run_raw = {**run_raw, "executor": "ray"}
     run = RunConfig(**run_raw)
     from traitmap import executors
 
@@ -284,7 +286,7 @@ def parse(raw: dict, *, path: Path | None = None, text: str = "") -> StudyConfig
     if run.address is not None and (not isinstance(run.address, str) or not run.address.strip()):
         raise fail("must be a cluster address such as \"10.0.0.5:6379\" or \"auto\"", "run.address")
     if run.address is not None and run.executor != "ray":
-        raise fail("an address is for the ray executor: add executor = \"ray\"", "run.address")
+        raise fail("an address is for the ray executor: remove it or set executor = \"ray\"", "run.address")
 
     return StudyConfig(
         name=raw["name"], base_model=str(raw["base_model"]), sources=sources, targets=list(targets),

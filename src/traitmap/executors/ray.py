@@ -144,7 +144,8 @@ class RayExecutor:
     this run and stopped at close(). `workers`: evaluation actors (default: fill the cluster).
     `num_cpus`: CPUs per job on a CPU cluster. `num_gpus`: GPUs per job (default: 1 where
     the cluster has GPUs, else 0). `max_retries`: times a job is retried after its worker dies.
-    `on_start(job, pid)` is called on the driver when a worker process starts a job."""
+    `on_start(job, pid)` is called on the driver when a worker process starts a job.
+    If this process is already connected to Ray, that cluster is used and left running."""
 
     def __init__(self, address: str | None = None, *, workers: int | None = None, num_cpus: float = 1,
                  num_gpus: float | None = None, max_retries: int = 3,
@@ -316,20 +317,20 @@ class RayExecutor:
                 report(item)
 
     def close(self) -> None:
-        for w in self.pool:
-            try:
-                ray.get(w.actor.close.remote(), timeout=10)
-            except Exception:  # noqa: BLE001 -- a dead or busy actor leaves only a temporary folder
-                pass
-            ray.kill(w.actor, no_restart=True)
-        self.pool = []
+        """Stop the actors (an idle one first removes its adapter folder; a busy one, after an
+        error or Ctrl-C, is killed at once) and the cluster this executor started, if any."""
+        pool, inbox, self.pool, self.inbox = self.pool, self.inbox, [], None
         self.shipped.clear()
-        if self.inbox is not None:
-            ray.kill(self.inbox, no_restart=True)
-            self.inbox = None
-        if self.started and ray.is_initialized():
+        if not ray.is_initialized():
+            return
+        idle = [w.actor.close.remote() for w in pool if w.ready is None and w.chunk is None]
+        if idle:
+            ray.wait(idle, num_returns=len(idle), timeout=10)  # a dead actor's error counts as done
+        for handle in [w.actor for w in pool] + ([inbox] if inbox is not None else []):
+            ray.kill(handle, no_restart=True)
+        if self.started:
             ray.shutdown()
-        self.started = False
+            self.started = False
 
 
 def _adapter_keys(job: EvalJob) -> set[tuple[str, int]]:
