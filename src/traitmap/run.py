@@ -182,8 +182,11 @@ def seed_everything(seed: int) -> None:
 
 def run_study(config: StudyConfig, out_dir: Path, data_dir: Path | None, *, console: Console,
               steps: tuple[str, ...] = ("train", "evaluate", "analyze", "report"),
-              executor_name: str = "local", executor_options: dict | None = None) -> Path | None:
-    """Do the given steps of a study, skipping finished work; returns the report's path if built."""
+              executor_name: str | None = None, executor_options: dict | None = None) -> Path | None:
+    """Do the given steps of a study, skipping finished work; returns the report's path if built.
+
+    The executor and its options default to the study's [run] table; each given one overrides
+    its field (e.g. `--executor ray` keeps the file's address)."""
     from traitmap import executors
     from traitmap.api import Study
     from traitmap.validate import validate_study
@@ -196,7 +199,11 @@ def run_study(config: StudyConfig, out_dir: Path, data_dir: Path | None, *, cons
     run_id = store.start_run(started, " ".join(steps), config.to_dict(), versions(), machine())
     try:
         if {"train", "evaluate"} & set(steps):
-            executor = executors.get(executor_name, **(executor_options or {}))
+            executor_name = executor_name or config.run.executor
+            options = dict(executor_options or {})
+            if executor_name == "ray" and config.run.address and not options.get("address"):
+                options["address"] = config.run.address
+            executor = executors.get(executor_name, **options)
             try:
                 if "train" in steps:
                     train_missing(config, store, out_dir, data_dir, executor, console)

@@ -82,6 +82,14 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class RunConfig:
+    """Where the jobs run (`[run]`): not part of the results, so it may change between runs."""
+
+    executor: str = "local"
+    address: str | None = None  # the Ray cluster to join; none: $RAY_ADDRESS, else a local cluster
+
+
+@dataclass(frozen=True)
 class Source:
     """One adapter to train: a task's training split, optionally transformed by a variant."""
 
@@ -102,6 +110,7 @@ class StudyConfig:
     data_dir: str | None = None
     task_dirs: list[str] = field(default_factory=list)
     analysis: dict = field(default_factory=dict)
+    run: RunConfig = field(default_factory=RunConfig)
     path: str | None = None
 
     @property
@@ -123,11 +132,13 @@ class StudyConfig:
         d["sources"] = [Source(**s) for s in d["sources"]]
         d["train"] = TrainConfig(**d["train"])
         d["eval"] = EvalConfig(**d["eval"])
+        d["run"] = RunConfig(**d.get("run", {}))  # absent from output dirs written before [run] existed
         return cls(**d)
 
 
-TOP_KEYS = {"name", "base_model", "sources", "targets", "seeds", "train", "eval", "data_dir", "task_dirs", "analysis"}
+TOP_KEYS = {"name", "base_model", "sources", "targets", "seeds", "train", "eval", "data_dir", "task_dirs", "analysis", "run"}
 EVAL_KEYS = {f.name for f in dataclasses.fields(EvalConfig)}
+RUN_KEYS = {f.name for f in dataclasses.fields(RunConfig)}
 
 
 def _line_of(text: str, key: str) -> int | None:
@@ -264,11 +275,29 @@ def parse(raw: dict, *, path: Path | None = None, text: str = "") -> StudyConfig
     analysis = dict(raw.get("analysis", {}))
     _check_analysis(analysis, targets, fail)
 
+    run_raw = raw.get("run", {})
+    if not isinstance(run_raw, dict):
+        raise fail("must be a table", "run")
+    bad = set(run_raw) - RUN_KEYS
+    if bad:
+        raise fail(f"unknown run option (expected one of {', '.join(sorted(RUN_KEYS))})", f"run.{sorted(bad)[0]}")
+    if "address" in run_raw and "executor" not in run_raw:  # an address means a Ray cluster, as --address does
+        run_raw = {**run_raw, "executor": "ray"}
+    run = RunConfig(**run_raw)
+    from traitmap import executors
+
+    if run.executor not in executors.names():
+        raise fail(f"unknown executor '{run.executor}' (choose from {', '.join(executors.names())})", "run.executor")
+    if run.address is not None and (not isinstance(run.address, str) or not run.address.strip()):
+        raise fail("must be a cluster address such as \"10.0.0.5:6379\" or \"auto\"", "run.address")
+    if run.address is not None and run.executor != "ray":
+        raise fail("an address is for the ray executor: remove it or set executor = \"ray\"", "run.address")
+
     return StudyConfig(
         name=raw["name"], base_model=raw["base_model"], sources=sources, targets=list(targets),
         seeds=list(seeds), train=train, eval=ev, data_dir=raw.get("data_dir"),
         task_dirs=[str((path.parent if path else Path(".")) / d) for d in task_dirs],
-        analysis=analysis, path=str(path) if path else None,
+        analysis=analysis, run=run, path=str(path) if path else None,
     )
 
 

@@ -11,7 +11,7 @@ import importlib
 
 from traitmap.errors import TraitmapError
 
-BUILTIN = {"local": "traitmap.executors.local:LocalExecutor"}
+BUILTIN = {"local": "traitmap.executors.local:LocalExecutor", "ray": "traitmap.executors.ray:RayExecutor"}
 
 
 def names() -> list[str]:
@@ -23,4 +23,9 @@ def get(name: str, **options):
     if name not in BUILTIN:
         raise TraitmapError(f"unknown executor '{name}' (choose from {', '.join(BUILTIN)})", field="executor")
     module, cls = BUILTIN[name].split(":")
-    return getattr(importlib.import_module(module), cls)(**options)
+    try:
+        found = importlib.import_module(module)
+    except ModuleNotFoundError as e:  # an optional extra that is not installed
+        raise TraitmapError(f"the '{name}' executor needs the {e.name} package: pip install 'traitmap[{name}]'",
+                            field="executor") from None
+    return getattr(found, cls)(**options)

@@ -1,0 +1,117 @@
+"""Wall time of a small study's training and evaluation on a local Ray cluster of 1, 2, ... workers.
+
+Each cluster has N CPUs, so N training tasks and N evaluation actors run at once; every
+run starts from a fresh cluster (its workers import torch when they take their first job),
+and the local executor is timed alongside for reference. The model is a tiny random Llama
+(the tests' architecture), so the times are dominated by process start-up and Python
+overhead rather than by the model: this measures the executor, not the model.
+
+Usage: python bench/ray_workers.py [--workers 1 2] [--repeats 1] [--model DIR]
+(TRAITMAP_DATA_DIR must point at the data directory.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import tempfile
+import time
+from pathlib import Path
+
+STUDY = '''name = "ray-bench"
+base_model = "{model}"
+sources = ["flipkart", "gsm8k", "imdb", "goat"]
+targets = ["imdb", "gsm8k", "goat", "flipkart"]
+
+[train]
+steps = 8
+examples = 32
+batch_size = 4
+max_length = 64
+
+[eval]
+examples = 16
+batch_size = 8
+max_new_tokens = {{gsm8k = 8, goat = 8}}
+'''
+
+
+def tiny_model(folder: Path) -> Path:
+    """A 2-layer Llama with random weights and a small BPE tokenizer (as in tests/conftest.py)."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    corpus = ["What is the sentiment of the below sentence? positive negative neutral",
+              "Question: Janet has 3 apples and buys 4 more. How many apples? Answer: 7 #### 7",
+              "entailment contradiction premise hypothesis 0 1 2 3 4 5 6 7 8 9 + - * / = R"]
+    bpe = Tokenizer(models.BPE(unk_token=None))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(corpus * 20, trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>"],
+                                                             initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+    tokenizer.save_pretrained(folder)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                         bos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
+def timed_run(config, out: Path, data_dir: Path, executor: str) -> float:
+    from rich.console import Console
+
+    from traitmap import run
+
+    start = time.perf_counter()
+    run.run_study(config, out, data_dir, console=Console(file=io.StringIO()), steps=("train", "evaluate"),
+                  executor_name=executor)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--model", type=Path, help="a model folder (default: a tiny random model built here)")
+    args = parser.parse_args()
+
+    import ray
+    import torch
+
+    from traitmap import study
+
+    torch.set_num_threads(1)  # as the Ray workers (1 CPU each): the local run is one worker
+    data_dir = Path(os.environ["TRAITMAP_DATA_DIR"])
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        model = args.model or tiny_model(tmp / "model")
+        (tmp / "study.toml").write_text(STUDY.format(model=model))
+        config = study.load(tmp / "study.toml")
+        print(f"machine: {os.cpu_count()} CPUs; study: {len(config.sources)} adapters, "
+              f"{(len(config.sources) + 1) * len(config.targets)} cells")
+        times: dict[str, list[float]] = {}
+        for repeat in range(args.repeats):
+            times.setdefault("local", []).append(timed_run(config, tmp / f"local-{repeat}", data_dir, "local"))
+            print(f"local executor: {times['local'][-1]:.1f} s", flush=True)
+            for n in args.workers:
+                ray.init(address="local", num_cpus=n, include_dashboard=False, log_to_driver=False)
+                try:
+                    times.setdefault(f"ray x{n}", []).append(timed_run(config, tmp / f"ray{n}-{repeat}", data_dir, "ray"))
+                finally:
+                    ray.shutdown()
+                print(f"ray, {n} worker(s): {times[f'ray x{n}'][-1]:.1f} s", flush=True)
+        best = {k: min(v) for k, v in times.items()}
+        print("best of", args.repeats, {k: round(v, 1) for k, v in best.items()})
+        one = best.get("ray x1")
+        for n in args.workers:
+            if one and n > 1:
+                print(f"speed-up of {n} workers over 1: {one / best[f'ray x{n}']:.2f}x (target >= {0.8 * n:.1f}x)")
+
+
+if __name__ == "__main__":
+    main()
