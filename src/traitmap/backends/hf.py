@@ -19,6 +19,7 @@ between batchings on a CPU, so evaluation never uses it.)
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,6 +70,8 @@ class HFBackend(Backend):
         self.model = load_model(self.model_dir)
         self.bank = AdapterBank(self.model)
         self._choice_ids: dict[str, list[int]] = {}
+        # transformers renamed `past_key_values` to `cache` (5.24 warns; older versions know only the first)
+        self._cache_arg = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
 
     # adapters ----------------------------------------------------------------------------
     def adapter_slot(self, ref: AdapterRef | None) -> int:
@@ -184,7 +187,7 @@ class HFBackend(Backend):
                 ids, new_mask = (t.to(self.device) for t in left_pad([row.prompt for row in new], tok.pad_token_id))
                 new_cache = DynamicCache()
                 logits = self._forward([row.adapter for row in new], input_ids=ids, attention_mask=new_mask,
-                                       position_ids=positions(new_mask), past_key_values=new_cache, use_cache=True,
+                                       position_ids=positions(new_mask), **{self._cache_arg: new_cache}, use_cache=True,
                                        logits_to_keep=1).logits
                 cache, mask = _join(cache, mask, new_cache, new_mask)
                 active += new
@@ -197,7 +200,7 @@ class HFBackend(Backend):
                 mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
                 position = (mask.sum(-1, keepdim=True) - 1)
                 logits = self._forward([row.adapter for row in active], input_ids=last, attention_mask=mask,
-                                       position_ids=position, past_key_values=cache, use_cache=True,
+                                       position_ids=position, **{self._cache_arg: cache}, use_cache=True,
                                        logits_to_keep=1).logits
                 _append(active, logits[:, -1].argmax(-1).tolist())
             done = [i for i, row in enumerate(active) if self._finished(row, stop_ids)]
