@@ -126,6 +126,13 @@ def test_auto_precision_is_bf16_only_where_the_machine_has_bf16_units():
     assert training_precision("fp32", cpu) == "fp32" and training_precision("bf16", cpu) == "bf16"
 
 
+def test_auto_precision_does_not_count_a_gpus_emulated_bf16(monkeypatch):
+    # torch.cuda.is_bf16_supported() says True on a V100 or T4, which only emulate bf16.
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    assert not native_bf16(torch.device("cuda"))
+    assert training_precision("auto", torch.device("cuda")) == "fp32"
+
+
 def test_the_training_log_says_which_precision_ran(tiny_model_dir):
     log = train_adapter(tiny_model_dir, EXAMPLES, config(precision="auto"), 0).log
     assert log["precision"] == training_precision("auto", torch.device("cpu")) and log["device"] == "cpu"

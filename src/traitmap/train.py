@@ -74,7 +74,8 @@ def native_bf16(device: torch.device) -> bool:
     """Whether bf16 matrix units exist here: a CUDA GPU with bf16, or a CPU with AVX512-BF16
     or AMX. Without them bf16 is emulated (about 30x slower than fp32 on an AVX2 CPU)."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        # Pre-Ampere GPUs (V100, T4) only emulate bf16, and torch counts that unless told not to.
+        return torch.cuda.is_bf16_supported(including_emulation=False)
     if device.type == "cpu":
         return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
     return False
