@@ -28,7 +28,7 @@ from traitmap import models, speeds, tasks
 from traitmap.backends import AdapterRef, Request
 from traitmap.backends.hf import HFBackend
 from traitmap.plan import source_examples
-from traitmap.study import PRESETS, TrainConfig, load
+from traitmap.study import TrainConfig, load
 from traitmap.train import train_adapter, training_precision
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,7 +82,6 @@ def bench_scoring(model_dir: Path, data_dir: Path, per_task: int, batch_size: in
         lm_scores = {c: theirs[k + j][0] for j, c in enumerate(r.choices)}
         k += len(r.choices)
         agree += max(r.choices, key=lm_scores.get) == max(r.choices, key=ours[i].logprobs.get)
-    del lm
 
     mixed = [Request(r.prompt, adapter=a, choices=r.choices) for r in requests for a in [None, *adapters]]
     list(backend.answer([m for m in mixed if m.adapter is not None][:4]))  # load adapters outside the timing
@@ -112,7 +111,6 @@ def bench_generation(model_dir: Path, data_dir: Path, n_prompts: int, max_new: i
             [Instance("generate_until", {}, (ex.prompt, gen_args), 0) for ex in examples]))
         theirs += out
         theirs_s += seconds
-        del lm
     same = sum(ours[i].text == text for i, text in enumerate(theirs))
     return {"requests": len(requests), "models": 1 + len(adapters), "max_new_tokens": max_new, "produced": produced,
             "traitmap_s": ours_s, "lm_eval_s": theirs_s, "speedup": theirs_s / ours_s,
