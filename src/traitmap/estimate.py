@@ -19,6 +19,7 @@ from pathlib import Path
 
 
 from traitmap import tasks
+from traitmap.backends.base import MAX_PROMPT_TOKENS
 from traitmap.errors import TraitmapError
 
 # Tokens per second of SmolLM2-135M in the quickstart on 2 cores of an AMD EPYC (AVX2, fp32):
@@ -28,7 +29,6 @@ DEFAULT_SPEEDS = {"train": 135.0, "score": 300.0, "generate": 90.0}
 REFERENCE_PARAMS = 134.5e6  # SmolLM2-135M
 SAMPLE = 32                 # examples tokenized per task for the estimate
 CHARS_PER_TOKEN = 4.0       # when no tokenizer is on disk
-MAX_PROMPT_TOKENS = 1024    # evaluation keeps the last 1024 prompt tokens (evaluate.py)
 
 
 

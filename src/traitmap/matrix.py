@@ -19,6 +19,6 @@ def transfer_matrix(cells: pd.DataFrame, models: list[str], targets: list[str]) 
     return matrix
 
 
-def gains(matrix: pd.DataFrame) -> pd.DataFrame:
+def gains(matrix: pd.DataFrame, base: str = "base") -> pd.DataFrame:
     """Each adapter's score minus the base model's, per task (the transfer effect)."""
-    return matrix.drop(index="base").sub(matrix.loc["base"], axis=1)
+    return matrix.drop(index=base).sub(matrix.loc[base], axis=1)

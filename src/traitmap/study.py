@@ -1,4 +1,4 @@
-"""The study file (TOML) -> a validated, resolved `StudyConfig`, and the plan it implies.
+"""The study file (TOML) -> a validated, resolved `StudyConfig` (plan.py turns it into work).
 
 A study says which base model, which sources (one LoRA adapter each, optionally a
 variant such as `mislabel`), which targets, and the training and evaluation budgets.

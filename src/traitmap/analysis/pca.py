@@ -16,6 +16,7 @@ from sklearn.decomposition import PCA
 
 from traitmap.analysis import analysis_settings
 from traitmap.errors import TraitmapError
+from traitmap.matrix import gains
 from traitmap.store import json_ready, write_csv, write_json
 
 BASE = "base"
@@ -59,7 +60,7 @@ def adapter_rows(matrix: pd.DataFrame, on: str, base: str = BASE) -> pd.DataFram
     if on == "gains":
         if base not in matrix.index:
             raise TraitmapError(f"on='gains' needs a '{base}' row in the matrix to subtract")
-        data = matrix.drop(index=base) - matrix.loc[base]
+        data = gains(matrix, base)
     else:
         data = matrix.drop(index=base, errors="ignore")
     return data.astype(float)
