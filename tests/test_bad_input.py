@@ -30,7 +30,6 @@ from rich.console import Console
 from traitmap import cli, models
 from traitmap.store import LOCK_FILE
 
-from conftest import real_data_dir  # tests/ is on sys.path under pytest
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -141,10 +140,8 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory, tiny_model_dir) -> World:
-    source = real_data_dir()
-    if source is None:
-        pytest.skip("real data dir not found: set TRAITMAP_DATA_DIR (CI uses ../shared/data)")
+def world(tmp_path_factory, tiny_model_dir, data_dir) -> World:
+    source = data_dir
     root = tmp_path_factory.mktemp("bad-input")
     data, task_dir = root / "data", root / "tasks"
     write_jsonl(data / "reviews" / "train.jsonl", rows(source / "imdb" / "train.jsonl", 20)
