@@ -119,47 +119,57 @@ class HFBackend(Backend):
         return self._choice_ids[text]
 
     def _score(self, requests: list[Request], adapters: list[int], indices: list[int], progress: Progress | None):
-        """Summed log-probability of each choice; one sequence per prompt when every choice
-        is one token, else one per (prompt, choice). Batches hold sequences of similar length."""
-        seqs: list[tuple[int, int | None, list[int]]] = []  # (request, choice or None, token ids)
-        for j, r in enumerate(requests):
-            prompt = prompt_ids(self.tokenizer, r.prompt, MAX_PROMPT_TOKENS)
-            ids = [self._token_ids(c) for c in r.choices]
-            if all(len(c) == 1 for c in ids):
-                seqs.append((j, None, prompt))
-            else:
-                seqs += [(j, k, prompt + c) for k, c in enumerate(ids)]
-        left = [0] * len(requests)
-        for j, _, _ in seqs:
-            left[j] += 1
-        logprobs: list[dict[str, float]] = [{} for _ in requests]
-        order = sorted(range(len(seqs)), key=lambda s: len(seqs[s][2]))
+        """Summed log-probability of each choice. Each prompt runs once: its last position
+        scores every choice's first token; a choice of several tokens continues from the
+        prompt's KV cache (lm-eval runs the prompt again for every choice). Batches hold
+        prompts of similar length."""
+        from transformers import DynamicCache
+
+        prompts = [prompt_ids(self.tokenizer, r.prompt, MAX_PROMPT_TOKENS) for r in requests]
+        order = sorted(range(len(requests)), key=lambda j: len(prompts[j]))
         for start in range(0, len(order), self.batch_size):
-            batch = [seqs[s] for s in order[start:start + self.batch_size]]
-            keep = max(1 if k is None else len(self._token_ids(requests[j].choices[k])) + 1 for j, k, _ in batch)
-            ids, mask = (t.to(self.device) for t in left_pad([s for _, _, s in batch], self.tokenizer.pad_token_id))
-            logits = self._forward([adapters[j] for j, _, _ in batch], input_ids=ids, attention_mask=mask,
-                                   position_ids=positions(mask), logits_to_keep=keep).logits
-            logp = torch.log_softmax(logits.float(), dim=-1)
-            finished = []
-            for row, (j, k, _) in enumerate(batch):
+            batch = order[start:start + self.batch_size]
+            ids, mask = (t.to(self.device) for t in left_pad([prompts[j] for j in batch], self.tokenizer.pad_token_id))
+            longer = [(row, c) for row, j in enumerate(batch) for c in requests[j].choices if len(self._token_ids(c)) > 1]
+            cache = DynamicCache() if longer else None
+            logits = self._forward([adapters[j] for j in batch], input_ids=ids, attention_mask=mask,
+                                   position_ids=positions(mask), logits_to_keep=1,
+                                   **({self._cache_arg: cache, "use_cache": True} if longer else {})).logits
+            first = torch.log_softmax(logits[:, -1].float(), dim=-1)
+            rest = self._continuations(cache, mask, longer, [adapters[j] for j in batch]) if longer else {}
+            for row, j in enumerate(batch):
                 r = requests[j]
-                if k is None:
-                    for c in r.choices:
-                        logprobs[j][c] = logp[row, -1, self._token_ids(c)[0]].item()
-                else:
-                    c = self._token_ids(r.choices[k])
-                    # Token t of the choice is predicted at position -(len(c) + 1) + t.
-                    logprobs[j][r.choices[k]] = sum(logp[row, keep - len(c) - 1 + t, tok].item() for t, tok in enumerate(c))
-                left[j] -= 1
-                if left[j] == 0:
-                    finished.append(j)
-            for j in finished:
-                r = requests[j]
-                yield indices[j], Response(logprobs={c: logprobs[j][c] for c in r.choices},
-                                           choice_tokens={c: len(self._token_ids(c)) for c in r.choices})
-            if progress is not None and finished:
-                progress(len(finished))
+                scores = {c: first[row, self._token_ids(c)[0]].item() + rest.get((row, c), 0.0) for c in r.choices}
+                yield indices[j], Response(logprobs=scores, choice_tokens={c: len(self._token_ids(c)) for c in r.choices})
+            if progress is not None:
+                progress(len(batch))
+
+    def _continuations(self, cache, mask: torch.Tensor, longer: list[tuple[int, str]], adapters: list[int]) -> dict:
+        """log p(choice tokens 2..n | prompt, token 1..n-1) for each (prompt row, choice), from
+        the prompts' KV cache: the choice tokens are right-padded after their prompt."""
+        from transformers import DynamicCache
+
+        rows = [row for row, _ in longer]
+        choice_ids = [self._token_ids(c) for _, c in longer]
+        width = max(len(c) for c in choice_ids) - 1
+        ids = torch.full((len(longer), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        valid = torch.zeros((len(longer), width), dtype=torch.long)
+        for i, c in enumerate(choice_ids):
+            ids[i, :len(c) - 1] = torch.tensor(c[:-1])
+            valid[i, :len(c) - 1] = 1
+        prompt_mask = mask[rows]
+        start = prompt_mask.sum(-1, keepdim=True)
+        repeated = DynamicCache()
+        for layer, old in enumerate(cache.layers):
+            repeated.update(old.keys[rows], old.values[rows], layer)
+        logits = self._forward([adapters[row] for row in rows], input_ids=ids.to(self.device),
+                               attention_mask=torch.cat([prompt_mask, valid.to(self.device)], dim=1),
+                               position_ids=start + torch.arange(width, device=self.device),
+                               **{self._cache_arg: repeated}, use_cache=True).logits
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        # token t (t >= 1) of a choice is predicted at continuation position t - 1
+        return {(row, c): sum(logp[i, t - 1, tok].item() for t, tok in enumerate(choice_ids[i]) if t >= 1)
+                for i, (row, c) in enumerate(longer)}
 
     # generate ----------------------------------------------------------------------------
     def _generate(self, requests: list[Request], adapters: list[int], indices: list[int], progress: Progress | None):
