@@ -67,9 +67,10 @@ def bench_scoring(model_dir: Path, data_dir: Path, per_task: int, batch_size: in
         task = tasks.get(name)
         requests += [task.request(ex) for ex in task.examples("test", data_dir, limit=per_task, seed=0)]
     backend = HFBackend(model_dir, batch_size=batch_size)
-    tokens = sum(len(backend.tokenizer(r.prompt)["input_ids"]) * (1 if all(
-        len(backend.tokenizer(c, add_special_tokens=False)["input_ids"]) == 1 for c in r.choices) else len(r.choices))
-        for r in requests)
+    # the tokens traitmap runs: each prompt once, then the later tokens of multi-token choices
+    tokens = sum(len(backend.tokenizer(r.prompt)["input_ids"])
+                 + sum(len(backend.tokenizer(c, add_special_tokens=False)["input_ids"]) - 1 for c in r.choices)
+                 for r in requests)
     list(backend.answer(requests[:4]))  # warm-up
     ours, ours_s = timed(lambda: dict(backend.answer(requests)))
 
