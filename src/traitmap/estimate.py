@@ -252,11 +252,8 @@ def estimate_plan(config, plan, data_dir: Path | None, store=None) -> Estimate:
         examples = sample(task, "test")
         prompt = _mean([min(MAX_PROMPT_TOKENS, count(ex.prompt)) for ex in examples or []], 256.0)
         if task.kind == "choice":
-            choice_tokens = [count(c) for c in task.choices]
-            if all(c == 1 for c in choice_tokens):
-                per_example = prompt
-            else:
-                per_example = sum(prompt + c for c in choice_tokens)
+            # the prompt runs once; a choice of several tokens continues from its cache
+            per_example = prompt + sum(count(c) - 1 for c in task.choices)
             seconds = per_example / speeds["score"]
         else:
             limit = config.eval.max_new_tokens.get(target) or task.max_new_tokens
