@@ -95,6 +95,17 @@ def run_eval_job(job: EvalJob, backend: Backend, progress: Callable[[int], None]
             yield CellResult(model, seed, job.task.name, records, (time.perf_counter() - start) * n / answered)
 
 
+def backend_for(job: EvalJob, loaded: dict) -> Backend:
+    """The backend an eval job needs, kept in `loaded` across jobs: one model in memory at a time."""
+    from traitmap import backends, models
+
+    key = (job.backend, job.base_model, job.batch_size)
+    if key not in loaded:
+        loaded.clear()
+        loaded[key] = backends.get(job.backend)(models.resolve(job.base_model), batch_size=job.batch_size)
+    return loaded[key]
+
+
 def record(model: str, seed: int, task: Task, example: Example, response) -> dict:
     """One example's row in the store (docs/architecture.md lists the fields)."""
     scored = task.score(example, response)

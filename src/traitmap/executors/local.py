@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 
-from traitmap import backends, models
-from traitmap.jobs import CellResult, EvalJob, TrainedAdapter, TrainJob, run_eval_job, run_train_job
+from traitmap import models
+from traitmap.jobs import CellResult, EvalJob, TrainedAdapter, TrainJob, backend_for, run_eval_job, run_train_job
 
 
 class LocalExecutor:
     def __init__(self):
-        self._backends: dict[tuple, backends.Backend] = {}
+        self._backends: dict = {}
 
     def train(self, jobs: Sequence[TrainJob],
               progress: Callable[[TrainJob, int, int, float], None] | None = None) -> Iterator[tuple[TrainJob, TrainedAdapter]]:
@@ -25,14 +25,7 @@ class LocalExecutor:
     def evaluate(self, jobs: Sequence[EvalJob], progress: Callable[[EvalJob, int], None] | None = None) -> Iterator[CellResult]:
         for job in jobs:
             report = (lambda n, job=job: progress(job, n)) if progress else None
-            yield from run_eval_job(job, self.backend(job), report)
-
-    def backend(self, job: EvalJob) -> backends.Backend:
-        key = (job.backend, job.base_model, job.batch_size)
-        if key not in self._backends:
-            self._backends.clear()  # one model in memory at a time
-            self._backends[key] = backends.get(job.backend)(models.resolve(job.base_model), batch_size=job.batch_size)
-        return self._backends[key]
+            yield from run_eval_job(job, backend_for(job, self._backends), report)
 
     def close(self) -> None:
         self._backends.clear()

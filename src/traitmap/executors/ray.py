@@ -82,10 +82,10 @@ class _Evaluator:
 
     def run(self, job: EvalJob, adapters: dict, inbox, key: int) -> Iterator[CellResult]:
         inbox.put.remote(("start", key, os.getpid()))
-        from traitmap.jobs import run_eval_job
+        from traitmap.jobs import backend_for, run_eval_job
 
         job = dataclasses.replace(job, cells=[(m, s, self._local(ref, adapters)) for m, s, ref in job.cells])
-        yield from run_eval_job(job, self._backend(job), lambda n: inbox.put.remote(("eval", key, n)))
+        yield from run_eval_job(job, backend_for(job, self.backends), lambda n: inbox.put.remote(("eval", key, n)))
 
     def _local(self, ref: AdapterRef | None, adapters: dict) -> AdapterRef | None:
         """The adapter's folder on this worker, written from the bytes the driver sent."""
@@ -101,15 +101,6 @@ class _Evaluator:
                 (tmp / name).write_bytes(content)
             os.replace(tmp, path)
         return AdapterRef(ref.name, ref.seed, path)
-
-    def _backend(self, job: EvalJob):
-        from traitmap import backends, models
-
-        key = (job.backend, job.base_model, job.batch_size)
-        if key not in self.backends:
-            self.backends.clear()  # one model in memory at a time
-            self.backends[key] = backends.get(job.backend)(models.resolve(job.base_model), batch_size=job.batch_size)
-        return self.backends[key]
 
     def close(self) -> None:
         self.backends.clear()
