@@ -1,8 +1,9 @@
-"""The `hf` backend: transformers + PEFT, in fp32, with many adapters in one batch.
+"""The `hf` backend: transformers, in fp32, with many adapters in one batch.
 
 Choice requests are scored the way lm-evaluation-harness scores multiple choice: the
-summed log-probability of each choice after the prompt (one forward per prompt when
-every choice is one token, keeping only the logits that are read). Generate requests
+summed log-probability of each choice after the prompt (one forward per prompt, keeping
+only the logits that are read; a choice of several tokens continues from the prompt's
+KV cache). Generate requests
 are decoded greedily with continuous batching: a finished row leaves the batch at once
 and a waiting prompt takes its place, so a batch costs what its rows produce rather
 than rows x the longest row. Decoding is plain greedy argmax: the study fixes the
