@@ -270,12 +270,10 @@ class Meter:
     """Counts the tokens and times the forward passes of a backend's model, and ends a run at a deadline.
 
     The counting hooks sit on the decoder stack (the transformers model inside the CausalLM),
-    which every forward passes through, with or without PEFT. A forward with one new token
-    per row is a decode step; any other is a prefill (scoring or a generation's prompts).
-    The first `skip` forwards are a warm-up and are not counted; at least `min_counted` are.
-    The deadline is checked before the outermost module's forward (the PeftModel once an
-    adapter is loaded), outside PEFT's adapter_names hooks: PEFT removes those without a
-    try/finally, so an exception raised inside them would leave them behind.
+    which every forward passes through. A forward with one new token per row is a decode
+    step; any other is a prefill (scoring or a generation's prompts). The first `skip`
+    forwards are a warm-up and are not counted; at least `min_counted` are. The deadline is
+    checked before the model's own forward, so an exception never starts inside a layer.
     """
 
     def __init__(self, backend, device: torch.device, time_box: float, skip: int = 2, min_counted: int = 3):
@@ -288,7 +286,7 @@ class Meter:
         self._start = 0.0
         self._kind = None
         self._tokens = 0
-        entry = getattr(backend, "peft", None) or backend.model
+        entry = backend.model
         decoder = backend.model.get_decoder() if hasattr(backend.model, "get_decoder") else backend.model.model
         self.handles = [entry.register_forward_pre_hook(self._check),
                         decoder.register_forward_pre_hook(self._pre, with_kwargs=True),
@@ -409,8 +407,8 @@ def to_bf16(model) -> str:
     """The base model's weights in bf16 as from_pretrained(dtype=torch.bfloat16) would load them.
 
     Not model.to(bfloat16): that also rounds the rotary embedding's inv_freq buffers, which
-    from_pretrained keeps in fp32. The LoRA weights stay fp32, as PEFT loads adapters onto a
-    bf16 model by default (autocast_adapter_dtype=True). Tied weights stay tied.
+    from_pretrained keeps in fp32. The LoRA weights stay fp32 (the backend's adapter bank keeps
+    them so, as PEFT does on a bf16 model). Tied weights stay tied.
     """
     cast: dict[int, torch.nn.Parameter] = {}
     for name, module in model.named_modules():
@@ -427,7 +425,7 @@ def to_bf16(model) -> str:
 
 
 def peft_hooks(backend) -> int:
-    """Forward pre-hooks left on the model's modules after the runs: 0 unless a run leaked PEFT's hooks."""
+    """Forward pre-hooks left on the model's modules after the runs: 0 unless a run leaked hooks."""
     return sum(len(m._forward_pre_hooks) for m in backend.model.modules())
 
 

@@ -29,7 +29,7 @@ from traitmap.backends import AdapterRef, Request
 from traitmap.backends.hf import HFBackend
 from traitmap.plan import source_examples
 from traitmap.study import TrainConfig, load
-from traitmap.train import train_adapter, training_precision
+from traitmap.train import steady_tokens_per_second, train_adapter, training_precision
 
 ROOT = Path(__file__).resolve().parents[1]
 CHOICE_TARGETS = ["imdb", "amazon_polarity", "msrp_paraphrase", "tweeteval_offensive", "flipkart", "mnli"]
@@ -127,8 +127,7 @@ def bench_training(model_dir: Path, data_dir: Path, study_file: Path, steps: int
     rows = []
     for precision in dict.fromkeys([auto, "fp32"]):
         cfg = TrainConfig(**{**config.train.__dict__, "steps": steps + 1, "precision": precision})
-        log = train_adapter(model_dir, examples, cfg, 0).log["log"]
-        tokens_per_s = sum(s["tokens"] for s in log[1:]) / (log[-1]["elapsed"] - log[0]["elapsed"])
+        tokens_per_s = steady_tokens_per_second(train_adapter(model_dir, examples, cfg, 0).log["log"])
         # LoRA training: forward (2 flops per parameter per token) and the activations' gradients
         # (2 more); the frozen base weights get no gradients.
         achieved = 4 * params * tokens_per_s / 1e9

@@ -189,3 +189,10 @@ def test_a_garbage_database_is_named(tmp_path):
     with pytest.raises(TraitmapError, match="no traitmap.sqlite"):
         Store(tmp_path / "absent" / "db.sqlite", create=False)
     assert not (tmp_path / "absent").exists()
+
+
+def test_mean_output_tokens_counts_generated_answers_only(store):
+    generated = [{**record(task="gsm8k", i=i), "output_tokens": n, "logprobs": ""} for i, n in enumerate([10, 30])]
+    store.add_cell("base", -1, "gsm8k", generated, 1.0, "t")
+    store.add_cell("base", -1, "imdb", [record()], 1.0, "t")
+    assert store.mean_output_tokens() == {"gsm8k": 20.0}

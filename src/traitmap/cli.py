@@ -140,13 +140,14 @@ def _print_estimate(config, plan, data_dir, store) -> None:
         step = {"train": "train", "choice": "score", "generate": "generate"}[r.kind]
         table.add_row(step, escape(r.item), str(r.units_total), str(r.units_todo), f"{r.tokens_per_unit:,.0f}",
                       format_seconds(r.seconds_per_unit), format_seconds(r.seconds_todo),
-                      {"default*machine": "scaled"}.get(r.basis, r.basis))
+                      "scaled" if r.basis.endswith("*machine") else r.basis)
     out_console.print(table)
     out_console.print(f"estimated time: {format_seconds(est.seconds_todo)} left of {format_seconds(est.seconds_total)} "
                       f"for the whole study (training and evaluation; analyses and report add a few minutes)")
     out_console.print(f"[dim]estimate from {escape(est.speed_source)}; {escape(est.token_source)}[/dim]")
-    if any(r.basis == "default*machine" for r in est.rows):
-        out_console.print("[dim]speed 'scaled': the default speed scaled by this machine's measured speed[/dim]")
+    if any(r.basis.endswith("*machine") for r in est.rows):
+        out_console.print("[dim]speed 'scaled': the default or calibrated speed scaled by the speed measured "
+                          "in this output folder[/dim]")
     for note in est.notes:
         out_console.print(f"[dim]note: {escape(note)}[/dim]", highlight=False)
 

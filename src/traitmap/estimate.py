@@ -17,7 +17,6 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 from traitmap import tasks
 from traitmap.backends.base import MAX_PROMPT_TOKENS
 from traitmap.errors import TraitmapError
@@ -31,7 +30,6 @@ SAMPLE = 32                 # examples tokenized per task for the estimate
 CHARS_PER_TOKEN = 4.0       # when no tokenizer is on disk
 
 
-
 @dataclass
 class EstimateRow:
     step: str            # "train" | "eval"
@@ -41,7 +39,7 @@ class EstimateRow:
     units_todo: int
     tokens_per_unit: float
     seconds_per_unit: float
-    basis: str           # "measured" | "default" | "default*machine"
+    basis: str           # "measured" | "calibrated" | "default", "...*machine" when scaled by measured cells
 
     @property
     def seconds_total(self) -> float:
@@ -55,7 +53,7 @@ class EstimateRow:
 @dataclass
 class Estimate:
     rows: list[EstimateRow]
-    speeds: dict[str, float]       # tokens/s used for the default-based rows
+    speeds: dict[str, float]       # tokens/s used for the rows not measured in the output dir
     speed_source: str              # one line: where the speeds come from
     token_source: str              # one line: how tokens were counted
     notes: list[str] = field(default_factory=list)
@@ -194,7 +192,7 @@ def estimate_plan(config, plan, data_dir: Path | None, store=None) -> Estimate:
         speeds = calibrated["speeds"]
     basis = "calibrated" if calibrated else "default"
     measured = measured_speeds(store)
-    output_lengths = measured_output_lengths(store)
+    output_lengths = store.mean_output_tokens() if store is not None else {}
 
     def sample(task, split):
         if data_dir is None:
@@ -285,7 +283,7 @@ def estimate_plan(config, plan, data_dir: Path | None, store=None) -> Estimate:
         if target in measured["eval"]:
             row.seconds_per_unit, row.basis = n * measured["eval"][target], "measured"
         elif factor is not None:
-            row.seconds_per_unit, row.basis = row.seconds_per_unit * factor, "default*machine"
+            row.seconds_per_unit, row.basis = row.seconds_per_unit * factor, f"{basis}*machine"
         rows.append(row)
 
     if measured["train"] or measured["eval"]:
@@ -323,15 +321,6 @@ def calibrated_speeds(config) -> dict | None:
         return None
     return {"speeds": {"train": train, "score": found["score"], "generate": found["decode"]},
             "precision": precision, "measured": found["measured"]}
-
-
-def measured_output_lengths(store) -> dict[str, float]:
-    """Mean generated tokens per generate target, from this study's finished cells."""
-    if store is None:
-        return {}
-    rows = store.db.execute(
-        "SELECT task, AVG(output_tokens) FROM records WHERE logprobs = '' GROUP BY task").fetchall()
-    return {task: float(mean) for task, mean in rows if mean is not None}
 
 
 def _has_gpu() -> bool:

@@ -53,7 +53,10 @@ def versions() -> dict:
 
 
 def machine() -> dict:
-    return {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count()}
+    """Where a run ran: the platform, and the CPU named as `traitmap calibrate` names it."""
+    from traitmap.speeds import cpu_description
+
+    return {"platform": platform.platform(), **cpu_description()}
 
 
 def prepare_out_dir(config: StudyConfig, out_dir: Path, data_dir: Path | None) -> Store:

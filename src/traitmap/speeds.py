@@ -76,13 +76,11 @@ def measure(base_model: str, *, quick: bool = False) -> dict:
     too when that is bf16, for comparison); scoring and decoding run the `auto` backend
     with the batch sizes a study uses. Takes about a minute on 2 CPU cores.
     """
-    import torch
-
     from traitmap import backends, models
     from traitmap.backends.base import Request
     from traitmap.study import PRESETS, TrainConfig
     from traitmap.tasks import Example
-    from traitmap.train import train_adapter, training_precision
+    from traitmap.train import steady_tokens_per_second, train_adapter, training_precision
 
     model_dir = models.resolve(base_model)
     machine = machine_description()
@@ -99,9 +97,7 @@ def measure(base_model: str, *, quick: bool = False) -> dict:
     for precision in precisions:
         cfg = TrainConfig(preset="cpu", **{**PRESETS["cpu"], "steps": steps + 1, "batch_size": 4, "max_length": 128,
                                            "precision": precision, "warmup_steps": 0})
-        log = train_adapter(model_dir, examples, cfg, 0).log["log"]
-        # the first step pays one-off costs (allocation, kernel choice): count the others
-        result[f"train_{precision}"] = sum(s["tokens"] for s in log[1:]) / (log[-1]["elapsed"] - log[0]["elapsed"])
+        result[f"train_{precision}"] = steady_tokens_per_second(train_adapter(model_dir, examples, cfg, 0).log["log"])
     result["train_precision"] = precisions[0]
     result["train"] = result[f"train_{precisions[0]}"]
 
@@ -123,6 +119,5 @@ def measure(base_model: str, *, quick: bool = False) -> dict:
     produced = sum(r.tokens for r in responses)
     result["decode"] = produced / max(seconds - prefill, 1e-3)
     result["decode_batch"] = backend.batch_size
-    result["threads"] = torch.get_num_threads()
     write_json(speeds_path(base_model, machine), result)
     return result

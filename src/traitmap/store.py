@@ -279,6 +279,11 @@ class Store:
             self.db.execute("INSERT OR REPLACE INTO cells VALUES (?,?,?,?,?,?,?)", (model, seed, task, len(records), score, seconds, finished))
         return score
 
+    def mean_output_tokens(self) -> dict[str, float]:
+        """Mean generated tokens per generate task (records without choice log-probs)."""
+        rows = self.db.execute("SELECT task, AVG(output_tokens) FROM records WHERE logprobs = '' GROUP BY task").fetchall()
+        return {task: float(mean) for task, mean in rows if mean is not None}
+
     def cells(self) -> pd.DataFrame:
         return pd.read_sql_query("SELECT * FROM cells ORDER BY rowid", self.db)
 

@@ -88,6 +88,11 @@ def training_precision(setting: str, device: torch.device) -> str:
     return setting
 
 
+def steady_tokens_per_second(log: list[dict]) -> float:
+    """Training speed without the first step, which pays one-off costs (allocation, kernel choice)."""
+    return sum(step["tokens"] for step in log[1:]) / (log[-1]["elapsed"] - log[0]["elapsed"])
+
+
 def train_adapter(model_dir: Path, examples, cfg: TrainConfig, seed: int, *, progress=None) -> TrainedAdapter:
     """Train one adapter; returns its files and training log."""
     from peft import LoraConfig, get_peft_model

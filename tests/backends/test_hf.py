@@ -22,34 +22,6 @@ SINGLE = ("yes", "no", "0")
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def noisy(model, seed: int) -> None:
-    """Larger random weights: the plain tiny model only ever says '\\n'."""
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" not in name:
-                p.normal_(0, 0.3)
-
-
-@pytest.fixture(scope="module")
-def model_dir(tiny_model_dir, tmp_path_factory):
-    """The tiny model with varied greedy text, saved, and two random LoRA adapters for it."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    folder = tmp_path_factory.mktemp("noisy-model")
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
-    noisy(model, 1)
-    model.save_pretrained(folder)
-    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(folder)
-    for name, seed in (("a", 2), ("b", 3)):
-        torch.manual_seed(seed)
-        lora = LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj", "up_proj"], init_lora_weights=False)
-        peft = get_peft_model(AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32), lora)
-        peft.save_pretrained(folder / "adapters" / name)
-    return folder
-
-
 @pytest.fixture(scope="module")
 def adapters(model_dir):
     return [None] + [AdapterRef(name, 0, model_dir / "adapters" / name) for name in ("a", "b")]

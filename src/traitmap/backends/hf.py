@@ -202,10 +202,8 @@ class HFBackend(Backend):
                                        logits_to_keep=1).logits
                 cache, mask = _join(cache, mask, new_cache, new_mask)
                 active += new
-                next_tokens = logits[-len(new):, -1].argmax(-1)
-                rows = new
-                # the rows already in flight take their next step below, the new ones just did
-                _append(rows, next_tokens.tolist())
+                # the new rows just took their first step; the rows in flight take theirs next time round
+                _append(new, logits[:, -1].argmax(-1).tolist())
             else:
                 last = torch.tensor([[row.new[-1]] for row in active], device=self.device)
                 mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
@@ -222,7 +220,8 @@ class HFBackend(Backend):
                 yield indices[row.index], self._response(row, stop_ids)
             if progress is not None:
                 progress(len(done))
-            keep = [i for i in range(len(active)) if i not in set(done)]
+            finished = set(done)
+            keep = [i for i in range(len(active)) if i not in finished]
             active = [active[i] for i in keep]
             if active:
                 cache, mask = _select(cache, mask, keep)

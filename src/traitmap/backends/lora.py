@@ -37,8 +37,9 @@ class MultiLoraLinear(nn.Module):
     def __init__(self, base: nn.Linear, rows: Rows):
         super().__init__()
         self.base, self.rows = base, rows
-        self.a: list[torch.Tensor] = [base.weight.new_zeros(1, base.in_features)]   # [r, in] per slot
-        self.b: list[torch.Tensor] = [base.weight.new_zeros(base.out_features, 1)]  # [out, r], scaling folded in
+        zeros = dict(device=base.weight.device, dtype=torch.float32)  # LoRA weights stay fp32, as PEFT keeps them
+        self.a: list[torch.Tensor] = [torch.zeros(1, base.in_features, **zeros)]   # [r, in] per slot
+        self.b: list[torch.Tensor] = [torch.zeros(base.out_features, 1, **zeros)]  # [out, r], scaling folded in
         self.stacked: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def add(self, a: torch.Tensor | None, b: torch.Tensor | None) -> None:
@@ -57,7 +58,9 @@ class MultiLoraLinear(nn.Module):
         if slots is None or self.stacked is None:
             return out
         a, b = self.stacked[0][slots], self.stacked[1][slots]  # [rows, r, in], [rows, out, r]
-        return out + torch.bmm(torch.bmm(x, a.transpose(1, 2)), b.transpose(1, 2))
+        # in the adapters' fp32 even on a bf16 base model, as PEFT computes LoRA (no-op casts in fp32)
+        delta = torch.bmm(torch.bmm(x.to(a.dtype), a.transpose(1, 2)), b.transpose(1, 2))
+        return out + delta.to(out.dtype)
 
 
 class AdapterBank:
@@ -97,7 +100,7 @@ class AdapterBank:
         if strange:
             raise TraitmapError(f"weights for a layer this base model does not have: {strange[0]}",
                                 file=folder / "adapter_model.safetensors")
-        dtype, device = next(self.model.parameters()).dtype, next(self.model.parameters()).device
+        device = next(self.model.parameters()).device
         for name in targeted:
             if name not in self.layers:
                 self._wrap(name, modules[name])
@@ -105,7 +108,7 @@ class AdapterBank:
         for name, layer in self.layers.items():
             if name in found:
                 a, b = found[name]["lora_A"], found[name]["lora_B"] * scaling
-                layer.add(a.to(device, dtype), b.to(device, dtype))
+                layer.add(a.to(device, torch.float32), b.to(device, torch.float32))
             else:
                 layer.add(None, None)
         self.slots[key] = slot
