@@ -788,6 +788,29 @@ def _(w, tmp):
     return Case(["predict", out, tmp / "nope.toml"], [str(tmp / "nope.toml"), "not found"], out)
 
 
+@case("export: into a folder that is not an earlier export")
+def _(w, tmp):
+    out = w.copy_finished(tmp)
+    (tmp / "mine").mkdir()
+    (tmp / "mine" / "notes.txt").write_text("keep me\n")
+    return Case(["export", out, tmp / "mine"], [str(tmp / "mine"), "not an earlier export"], tmp / "mine")
+
+
+@case("findings: a folder that is not a study")
+def _(w, tmp):
+    (tmp / "empty").mkdir()
+    return Case(["findings", tmp / "empty", "--out", tmp / "findings.md"], [str(tmp / "empty"), "no config.json"],
+                tmp / "findings.md")
+
+
+@case("findings: a README without the results markers")
+def _(w, tmp):
+    out = w.copy_finished(tmp)
+    (tmp / "README.md").write_text("# no markers here\n")
+    return Case(["findings", out, "--readme", tmp / "README.md"], [str(tmp / "README.md"), "results block"],
+                tmp / "README.md")
+
+
 @case("init: over an existing file")
 def _(w, tmp):
     path = w.study(tmp)

@@ -262,6 +262,36 @@ def report(out_dir: Path):
 
 
 @app.command()
+def export(out_dir: Path, dest: Path = typer.Argument(..., help="The folder to write (an earlier export there is replaced).")):
+    """Copy a finished study's results to DEST without its store and adapters, ready to publish."""
+    from traitmap.api import Study
+    from traitmap.export import export_study, folder_size
+
+    study = Study.load(out_dir)
+    path = export_study(study, dest)
+    out_console.print(f"exported: {path} ({folder_size(path) / 2**20:.1f} MiB)")
+
+
+@app.command()
+def findings(folders: list[Path] = typer.Argument(..., help="Study folders (run or exported), as the text should name them."),
+             out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the findings here (Markdown) instead of printing them."),
+             readme: Optional[Path] = typer.Option(None, "--readme", help="Also rewrite this README's generated results block.")):
+    """Test the paper's claims on finished studies: a number, an interval and a verdict per claim."""
+    from traitmap.findings import generate
+    from traitmap.store import write_atomic
+
+    markdown, readme_text = generate([str(f) for f in folders], readme)
+    if out is None:
+        out_console.print(markdown, markup=False, highlight=False)
+    else:
+        write_atomic(out, markdown)
+        out_console.print(f"findings: {out}")
+    if readme is not None:
+        write_atomic(readme, readme_text)
+        out_console.print(f"results block rewritten: {readme}")
+
+
+@app.command()
 def predict(out_dir: Path, new_source: str = typer.Argument(..., help="A task name or a task TOML file not trained on.")):
     """Rank the study's targets by the predicted gain of training on NEW_SOURCE."""
     from traitmap import tasks as registry

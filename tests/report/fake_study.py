@@ -27,13 +27,13 @@ class FakeStudy:
         sources = [
             SimpleNamespace(name="flipkart", task="flipkart", variant=None),
             SimpleNamespace(name="goat", task="goat", variant=None),
-            SimpleNamespace(name="flipkart@mislabel", task="flipkart", variant="mislabel"),
+            SimpleNamespace(name="flipkart@mislabel", task="flipkart", variant={"kind": "mislabel"}),
         ]
         resolved = {"name": "planted", "base_model": "tiny-llama", "targets": TASKS, "seeds": [0],
                     "train": {"max_examples": 200, "epochs": 1}, "eval": {"limit": PER_CELL},
                     "sources": [vars(s) for s in sources]}
         self.config = SimpleNamespace(name="planted", base_model="tiny-llama", sources=sources, targets=TASKS,
-                                      seeds=[0], to_dict=lambda: resolved)
+                                      seeds=[0], task_dirs=[], to_dict=lambda: resolved)
         self.meta = {"versions": {"traitmap": "0.1.0", "torch": "2.5"}, "runtime_s": 3725.0,
                      "started": "2025-11-26T09:00:00", "finished": "2025-11-26T10:02:05", "machine": "test box"}
         self.matrix = pd.DataFrame(SCORES, index=TASKS).T.loc[MODELS]
@@ -42,6 +42,7 @@ class FakeStudy:
         self.adapters = pd.DataFrame({"name": MODELS[1:], "source": ["flipkart", "goat", "flipkart"],
                                       "variant": [None, None, "mislabel"], "seed": [0, 0, 0],
                                       "path": [f"adapters/{m}" for m in MODELS[1:]]})
+        self.out_dir = out_dir
         self.analysis_dir = out_dir / "analysis"
         self._records = records
 

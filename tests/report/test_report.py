@@ -163,3 +163,15 @@ def test_the_time_spent_sums_every_run_of_a_resumed_study(study, tmp_path):
 def test_a_share_of_variance_that_is_100_percent_by_construction_says_so(built):
     traits = _section(built, "traits")
     assert "With 3 adapters that share is 100% by construction" in " ".join(traits.split())
+
+
+def test_a_section_opens_with_the_paper_claims_its_evidence_tests(bare_study, tmp_path):
+    """Without the variant adapter the planted study can test "classification helps math":
+    flipkart's +4 points on gsm8k from 50 questions is within noise, and the page says so."""
+    bare_study.config.sources = [s for s in bare_study.config.sources if not s.variant]
+    bare_study.matrix = bare_study.matrix.drop(index="flipkart@mislabel")
+    bare_study._records = bare_study._records[bare_study._records["model"] != "flipkart@mislabel"]
+    matrix = _section(_html(bare_study, tmp_path), "matrix")
+    assert ('<p class="verdict inconclusive-at-this-size"><strong>Classification training helps math (GSM8K): '
+            'inconclusive at this size.</strong> Averaged over 1 classification adapter,') in matrix
+    assert matrix.index('class="verdict') < matrix.index('class="lead"')

@@ -79,4 +79,5 @@ class Section:
     title: str
     sentences: list[str] = field(default_factory=list)
     blocks: list = field(default_factory=list)
+    findings: list = field(default_factory=list)  # the paper's claims this section's evidence tests
     note: str | None = None  # shown instead of content, e.g. "not computed for this study"

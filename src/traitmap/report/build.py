@@ -9,6 +9,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 from plotly.offline import get_plotlyjs
 
+from traitmap.findings import of_study
 from traitmap.store import write_atomic
 
 from . import analyses, figures, sections
@@ -47,6 +48,9 @@ def render(study) -> str:
     ]
     examples, data = sections.examples_section(records)
     parts.append(examples)
+    by_id = {part.id: part for part in parts}
+    for finding in of_study(study):
+        by_id[finding.section].findings.append(finding)
     return _environment().get_template("report.html.j2").render(
         config=study.config,
         meta=dict(study.meta or {}),

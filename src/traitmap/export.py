@@ -1,0 +1,99 @@
+"""`traitmap export`: a finished study as a small folder to publish or commit.
+
+It keeps the results (matrix, intervals, PCA, analyses, report, config) and replaces the
+SQLite store and the adapters with plain tables: per-example scores (scores.csv.gz),
+per-cell timings (cells.csv) and each adapter's training log (training.csv). Anything
+that reads a study folder for results (`traitmap findings`) reads an export the same way.
+The export is built beside its destination and moved into place whole.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+from traitmap.errors import TraitmapError
+from traitmap.findings.evidence import SCORE_COLUMNS, SCORES_FILE
+from traitmap.findings.render import CELLS_FILE, TRAINING_FILE
+from traitmap.plan import CONFIG_FILE, adapter_path
+from traitmap.store import write_error
+
+RESULT_FILES = ["matrix.csv", "gains.csv", "pca.json", "pca_loadings.csv", "pca_scores.csv"]
+RESULT_FOLDERS = ["analysis", "report"]
+TRAINING_COLUMNS = ["adapter", "seed", "step", "loss", "grad_norm", "tokens", "elapsed"]
+
+
+def export_study(study, dest: Path) -> Path:
+    """Write the export of a finished `study` to `dest` (replacing an earlier export there)."""
+    dest = Path(dest)
+    if dest.resolve() == study.out_dir.resolve():
+        raise TraitmapError("the export must go to another folder than the study's", file=dest)
+    if dest.exists() and not (dest / SCORES_FILE).is_file():
+        raise TraitmapError("exists and is not an earlier export: refusing to replace it", file=dest)
+    missing = study.matrix.stack(future_stack=True).loc[lambda s: s.isna()]
+    if len(missing):
+        model, task = missing.index[0]
+        raise TraitmapError(f"the study is not finished ({len(missing)} cells to evaluate, e.g. {model} on {task}): "
+                            "run it to the end first", file=study.out_dir)
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)
+        shutil.copy2(study.out_dir / CONFIG_FILE, tmp / CONFIG_FILE)
+        for name in RESULT_FILES:
+            if (study.out_dir / name).is_file():
+                shutil.copy2(study.out_dir / name, tmp / name)
+        for name in RESULT_FOLDERS:
+            if (study.out_dir / name).is_dir():
+                shutil.copytree(study.out_dir / name, tmp / name)
+        write_scores(study.records()[SCORE_COLUMNS], tmp / SCORES_FILE)
+        study.cells[["model", "seed", "task", "n", "score", "seconds"]].to_csv(tmp / CELLS_FILE, index=False)
+        training_log(study).to_csv(tmp / TRAINING_FILE, index=False)
+        replace_folder(tmp, dest)
+    except OSError as error:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise write_error(error, dest) from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
+
+
+def write_scores(records: pd.DataFrame, path: Path) -> None:
+    """Gzip without a timestamp in its header, so an unchanged study exports byte for byte."""
+    text = records.to_csv(index=False, float_format="%.6g")
+    with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as f:
+        f.write(text.encode("utf-8"))
+
+
+def training_log(study) -> pd.DataFrame:
+    """Every adapter's per-step log from its training_log.json."""
+    frames = []
+    for name, seed in zip(study.adapters["name"], study.adapters["seed"]):
+        path = adapter_path(study.out_dir, name, int(seed)) / "training_log.json"
+        if not path.is_file():
+            raise TraitmapError("missing: an adapter's training log", file=path)
+        steps = pd.DataFrame(json.loads(path.read_text(encoding="utf-8"))["log"])
+        frames.append(steps.assign(adapter=name, seed=int(seed)))
+    frame = pd.concat(frames, ignore_index=True)
+    return frame[[c for c in TRAINING_COLUMNS if c in frame.columns]]
+
+
+def replace_folder(new: Path, dest: Path) -> None:
+    """Move `new` to `dest`; an earlier export there is removed only once the new one is in place."""
+    old = dest.with_name(dest.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if dest.exists():
+        os.replace(dest, old)
+    os.replace(new, dest)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def folder_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
