@@ -144,3 +144,29 @@ def test_generate_writes_findings_and_replaces_only_the_readme_block(standard, c
     assert text.startswith("# intro\n\n" + README_START) and text.endswith(README_END + "\n\n## after\n")
     assert "old numbers" not in text and "| flipkart | 35.0 |" in text
     assert generate([str(standard), str(controlled)], readme)[0] == markdown  # deterministic
+
+
+def test_a_trait_is_matched_by_its_loadings_and_must_beat_chance(tmp_path):
+    targets = ["gsm8k", "goat", "imdb", "flipkart", "mnli", "amazon_polarity", "msrp_paraphrase", "mbpp", "humaneval"]
+    rates = {m: {t: 0.5 for t in targets} for m in ["base", "flipkart", "goat", "imdb"]}
+    folder = write_folder(tmp_path / "traits", ["flipkart", "goat", "imdb"], targets, rates)
+    loadings = {  # PC1 is the paper's large-number arithmetic: +goat, -gsm8k
+        "PC0": {"gsm8k": 0.1, "goat": 0.0, "imdb": 0.6, "flipkart": 0.6, "mnli": 0.1, "amazon_polarity": 0.5,
+                "msrp_paraphrase": 0.1, "mbpp": 0.0, "humaneval": 0.0},
+        "PC1": {"gsm8k": -0.7, "goat": 0.7, "imdb": 0.0, "flipkart": 0.1, "mnli": 0.0, "amazon_polarity": 0.0,
+                "msrp_paraphrase": 0.0, "mbpp": 0.0, "humaneval": 0.0},
+    }
+    (folder / "pca.json").write_text(json.dumps({"on": "gains", "explained_variance_ratio": {"PC0": 0.6, "PC1": 0.3},
+                                                 "loadings": loadings}))
+    (folder / "analysis").mkdir()
+
+    def verdict(p_values: dict[str, float]) -> str:
+        traits = [{"component": c, "name": c, "p_value": p, "bootstrap_stability": 0.9} for c, p in p_values.items()]
+        (folder / "analysis" / "traits.json").write_text(json.dumps({"components": traits}))
+        return claims.trait("PC3 large-number arithmetic")(Evidence.of_folder(folder)).verdict
+
+    assert verdict({"PC0": 0.01, "PC1": 0.01}) == REPRODUCED
+    assert verdict({"PC0": 0.01, "PC1": 0.40}) == INCONCLUSIVE  # the matching component may be noise
+    general = claims.trait("PC0 general performance")(Evidence.of_folder(folder))
+    assert general.verdict == NOT_REPRODUCED  # one real component, and it is not this trait
+    assert "absolute cosine" in general.measure

@@ -155,8 +155,9 @@ def trait(name: str) -> "callable":
         p = float((1 + (null >= cos[best]).sum()) / (1 + len(null)))
         info = next((c for c in traits if c["component"] == component), {})
         real = info.get("p_value") is not None and info["p_value"] < 0.05
-        verdict = (REPRODUCED if p < 0.05 and real else INCONCLUSIVE if p < 0.05 or not any_real(traits)
-                   else NOT_REPRODUCED)
+        resolved = [c["component"] for c in traits if c.get("p_value") is not None and c["p_value"] < 0.05]
+        rank = int(name.split(" ", 1)[0][2:])  # the paper's PC2 is its third trait
+        verdict = (REPRODUCED if p < 0.05 and real else NOT_REPRODUCED if len(resolved) > rank else INCONCLUSIVE)
         top = loadings.loc[component].sort_values()
         reading = (f"Closest component: {component} (|cosine| {cos[best]:.2f} with the paper's loadings; {p_text(p)} "
                    f"against the same loadings on shuffled tasks). This study names it "
@@ -165,8 +166,10 @@ def trait(name: str) -> "callable":
         if info.get("p_value") is not None:
             reading += (f" The component itself {'beats' if real else 'does not beat'} a column-permutation null "
                         f"({p_text(info['p_value'])}; bootstrap stability {info.get('bootstrap_stability', float('nan')):.2f}).")
+        reading += (f" This study resolves {count(len(resolved), 'component')} beyond chance"
+                    + (f" ({', '.join(resolved)})." if resolved else "."))
         return Finding(f"A trait \"{name.split(' ', 1)[1]}\" ({describe(PAPER_TRAITS[name])})", "traits",
-                       f"best |cosine| over PC0–PC3 ({component})", f"{cos[best]:.2f}", p_text(p), verdict, reading,
+                       f"best absolute cosine over PC0–PC3 ({component})", f"{cos[best]:.2f}", p_text(p), verdict, reading,
                        ev.name)
 
     return test
@@ -190,10 +193,6 @@ def shuffled_templates(template: np.ndarray) -> np.ndarray:
     return template[order]
 
 
-def any_real(traits: list[dict]) -> bool:
-    return any(c.get("p_value") is not None and c["p_value"] < 0.05 for c in traits)
-
-
 def has_variants(ev: Evidence) -> bool:
     """Variants of one source are near-duplicates: a PCA over them is not the paper's."""
     return any(s.variant for s in ev.config.sources)
@@ -202,26 +201,50 @@ def has_variants(ev: Evidence) -> bool:
 # --- generation length ---------------------------------------------------------------------
 
 
-def length_inherited(ev: Evidence) -> Finding | None:
+def length_coefficients(ev: Evidence) -> pd.Series | None:
+    """Where each adapter's median answer length sits between the base model's (0) and its
+    source's (1), per generate target other than its own."""
     table = ev.table("lengths_interpolation.csv")
     if table is None or has_variants(ev):
         return None
     measure = (ev.document("lengths.json") or {}).get("measure", "chars")
     sources = {s.name: s.task for s in ev.config.sources}
     rows = table[(table["measure"] == measure) & (table["adapter"].map(sources) != table["task"])]
-    rows = rows.replace([np.inf, -np.inf], np.nan).dropna(subset=["coefficient"])
-    if len(rows) < 3:
+    coefficients = rows["coefficient"].replace([np.inf, -np.inf], np.nan).dropna()
+    return coefficients if len(coefficients) >= 3 else None
+
+
+def length_reading(coefficients: pd.Series, e: Estimate) -> str:
+    between = float(((coefficients > 0) & (coefficients < 1)).mean())
+    at_source = float((coefficients >= 1).mean())
+    return (f"Over {len(coefficients)} adapter–target pairs (generate targets, the adapter's own task left out), an "
+            f"adapter's median answer length sits {e.value:.2f} of the way from the base model's (0) to its "
+            f"source's (1), interval {e.low:.2f} to {e.high:.2f}; {percent(between)} of pairs fall strictly "
+            f"between the two and {percent(at_source)} at or beyond the source's length.")
+
+
+def length_inherited(ev: Evidence) -> Finding | None:
+    coefficients = length_coefficients(ev)
+    if coefficients is None:
         return None
-    e = median_interval(rows["coefficient"])
-    between = float(((rows["coefficient"] > 0) & (rows["coefficient"] < 1)).mean())
-    verdict = REPRODUCED if e.low > 0 and e.value <= 1 else NOT_REPRODUCED if e.high <= 0 else INCONCLUSIVE
-    reading = (f"Over {len(rows)} adapter–target pairs (generate targets, the adapter's own task left out), an "
-               f"adapter's median answer length sits {e.value:.2f} of the way from the base model's (0) to its "
-               f"source's (1), interval {e.low:.2f} to {e.high:.2f}; {percent(between)} of pairs fall strictly "
-               f"between the two.")
-    return Finding("Output length is inherited from the source and interpolates between source and base", "lengths",
+    e = median_interval(coefficients)
+    verdict = REPRODUCED if e.low > 0 else NOT_REPRODUCED if e.high <= 0 else INCONCLUSIVE
+    return Finding("A fine-tuned model inherits its source's output length", "lengths",
                    "median interpolation coefficient (0 base, 1 source)", f"{e.value:.2f}",
-                   f"{e.low:.2f} to {e.high:.2f}", verdict, reading, ev.name)
+                   f"{e.low:.2f} to {e.high:.2f}", verdict, length_reading(coefficients, e), ev.name)
+
+
+def length_interpolates(ev: Evidence) -> Finding | None:
+    """Strictly between: the interval must exclude both ends, the base's 0 and the source's 1."""
+    coefficients = length_coefficients(ev)
+    if coefficients is None:
+        return None
+    e = median_interval(coefficients)
+    verdict = (REPRODUCED if 0 < e.low and e.high < 1 else NOT_REPRODUCED if e.low >= 1 or e.high <= 0
+               else INCONCLUSIVE)
+    return Finding("…and interpolates between the source's length and the base model's", "lengths",
+                   "the same coefficient, strictly between 0 and 1", f"{e.value:.2f}", f"{e.low:.2f} to {e.high:.2f}",
+                   verdict, length_reading(coefficients, e), ev.name)
 
 
 def code_beats_goat_on_gsm8k(ev: Evidence) -> Finding | None:
@@ -464,6 +487,7 @@ CLAIMS = [
     trait("PC2 general NLU"),
     trait("PC3 large-number arithmetic"),
     length_inherited,
+    length_interpolates,
     code_beats_goat_on_gsm8k,
     classes_inherited,
     balanced_flipkart("Pile", "balanced"),

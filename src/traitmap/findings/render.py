@@ -24,7 +24,12 @@ CELLS_FILE = "cells.csv"
 def study_line(ev: Evidence, shown: str) -> str:
     cfg = ev.config
     saved = json.loads((ev.folder / "config.json").read_text(encoding="utf-8"))
-    cpu = (saved.get("machine") or {}).get("cpu", "an unnamed CPU")
+    machine = saved.get("machine") or {}
+    cpu = machine.get("cpu", "an unnamed CPU")
+    if machine.get("flags"):
+        cpu += f" ({', '.join(machine['flags'])})"
+    if machine.get("cores"):
+        cpu += f", {machine['cores']} cores"
     counts = ev.records.drop_duplicates(["task", "example_id"]).groupby("task").size()
     sizes = ", ".join(f"{t} {counts.get(t, 0)}" for t in ev.matrix.columns)
     hours = work_hours(ev)
@@ -92,7 +97,8 @@ def findings_markdown(studies: list[tuple[Evidence, str]], findings: list[Findin
         "points, not reproduced when it lies outside.",
         "- A trait is reproduced when one of this study's first four components resembles the paper's loadings more "
         "than the same loadings on shuffled tasks (p < 0.05) and that component beats a column-permutation null "
-        "(p < 0.05); inconclusive when only one of the two holds or no component beats the null.",
+        "(p < 0.05). It is not reproduced when it is not, although the study resolves at least as many components "
+        "beyond chance as the paper's numbering needs (one for PC0, two for PC1, ...); otherwise inconclusive.",
         "- The paper's datasets are read as this project's tasks, with stand-ins where the original is not available "
         "(PROVENANCE.md): PAWS → msrp_paraphrase, Pile toxicity → tweeteval_offensive, Magicoder → "
         "evol_instruct_code (source) and mbpp, humaneval (targets).",
@@ -103,8 +109,8 @@ def findings_markdown(studies: list[tuple[Evidence, str]], findings: list[Findin
         "|---:|---|---|---:|---|---|---|",
     ]
     for i, f in enumerate(findings, 1):
-        out.append(f"| {i} | {f.claim} | {f.measure} | {f.value} | {f.interval} | **{f.verdict}** | "
-                   f"`{shown[f.study]}` |")
+        cells = [str(i), f.claim, f.measure, f.value, f.interval, f"**{f.verdict}**", f"`{shown[f.study]}`"]
+        out.append(row(cells))
     out += ["", "## In plain words", ""]
     for i, f in enumerate(findings, 1):
         out += [f"{i}. **{f.claim}: {f.verdict}.** {f.reading}", ""]
@@ -115,6 +121,11 @@ def findings_markdown(studies: list[tuple[Evidence, str]], findings: list[Findin
                     "Mean loss per quarter of the training steps; the last column is the change from the third "
                     "quarter to the fourth.", "", *table, ""]
     return "\n".join(out).rstrip() + "\n"
+
+
+def row(cells: list[str]) -> str:
+    """A Markdown table row; a "|" inside a cell would split it."""
+    return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
 
 
 def matrix_table(ev: Evidence) -> list[str]:
@@ -133,7 +144,7 @@ def readme_block(studies: list[tuple[Evidence, str]], findings: list[Finding]) -
     lines += ["What this says about the paper's claims ([docs/findings.md](docs/findings.md) gives each number, "
               "interval and the rule behind its verdict):", "",
               "| the paper's claim | here | verdict |", "|---|---:|---|"]
-    lines += [f"| {f.claim} | {f.value} | {f.verdict} |" for f in findings]
+    lines += [row([f.claim, f.value, f.verdict]) for f in findings]
     return "\n".join(lines + ["", README_END])
 
 
