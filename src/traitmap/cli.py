@@ -282,7 +282,7 @@ def findings(folders: list[Path] = typer.Argument(..., help="Study folders (run 
 
     markdown, readme_text = generate([str(f) for f in folders], readme)
     if out is None:
-        out_console.print(markdown, markup=False, highlight=False)
+        out_console.print(markdown, markup=False, highlight=False, soft_wrap=True)
     else:
         write_atomic(out, markdown)
         out_console.print(f"findings: {out}")

@@ -365,8 +365,9 @@ def mislabel_collapses(ev: Evidence) -> Finding | None:
     e = ev.score(wrong, "amazon_polarity")
     verdict = REPRODUCED if e.high < chance else NOT_REPRODUCED if e.low > chance else INCONCLUSIVE
     reading = (f"On Amazon itself the mislabeled adapter scores {percent(e.value)} ({percent(e.low)}–{percent(e.high)}), "
-               f"the correct one {percent(ev.score(plain, 'amazon_polarity').value)}, chance {percent(chance)} "
-               f"(the paper: 4.02% vs 79.50%). Collapse is read as below chance.")
+               f"the correct one {percent(ev.score(plain, 'amazon_polarity').value)}, the base model "
+               f"{percent(ev.matrix.loc['base', 'amazon_polarity'])}, chance {percent(chance)} (the paper: 4.02% vs "
+               f"79.50%). Collapse is read as an interval below chance.")
     return Finding("…while on their own task the mislabeled adapter collapses", "controlled",
                    "mislabeled adapter's score on Amazon", percent(e.value), f"{percent(e.low)}–{percent(e.high)}",
                    verdict, reading, ev.name)
