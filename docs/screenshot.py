@@ -1,8 +1,8 @@
 """Take the README's screenshot of a report: `python docs/screenshot.py REPORT.html OUT.png`.
 
 Needs Debian's chromium and chromium-driver and selenium (in the test extra). The page is
-drawn offline at 1400 px wide; the shot is the top of the page down to the end of the
-transfer matrix section, where the glance cards, the first verdicts and both heatmaps are.
+drawn offline at 1400 px wide; the shot is the top of the page (the glance cards) and the
+transfer matrix section (its verdicts and both heatmaps), with the long study section hidden.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ def screenshot(report: Path, out: Path, section: str = "matrix") -> None:
         try:
             driver.get(report.resolve().as_uri())
             WebDriverWait(driver, 120).until(lambda d: d.execute_script("return document.body.dataset.plots === 'ready'"))
+            driver.execute_script("document.getElementById('study').style.display = 'none'")
             width, bottom = driver.execute_script(
                 f"const r = document.getElementById('{section}').getBoundingClientRect();"
                 "return [document.documentElement.scrollWidth, Math.ceil(r.bottom + window.scrollY + 16)];")
