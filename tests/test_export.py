@@ -7,7 +7,7 @@ import io
 import pandas as pd
 import pytest
 from rich.console import Console
-from test_run import STUDY, make_config
+from test_run import make_config
 
 from traitmap import run
 from traitmap.api import Study
@@ -55,8 +55,7 @@ def test_exporting_again_gives_the_same_bytes(exported, tmp_path):
 
 def test_an_unfinished_study_or_a_foreign_folder_is_refused(tmp_path, tiny_model_dir, data_dir, exported):
     out, _ = exported
-    config = make_config(tmp_path, tiny_model_dir, STUDY.replace('targets = ["imdb", "gsm8k", "goat"]',
-                                                                  'targets = ["imdb"]'))
+    config = make_config(tmp_path, tiny_model_dir)
     run.run_study(config, tmp_path / "half", data_dir, console=Console(file=io.StringIO()), steps=("train",))
     with pytest.raises(TraitmapError, match="not finished"):
         export_study(Study.load(tmp_path / "half"), tmp_path / "published")
