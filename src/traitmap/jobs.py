@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from traitmap.backends.base import AdapterRef, Backend
@@ -28,6 +28,7 @@ class TrainJob:
     examples: list[Example]
     train: TrainConfig
     base_model: str
+    validation: list[Example] = field(default_factory=list)  # held out of the same split, for validation loss
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ TRAINERS = {"peft": "traitmap.train:train_adapter"}
 def run_train_job(job: TrainJob, model_dir: Path, progress: TrainProgress | None = None) -> TrainedAdapter:
     module, function = TRAINERS[job.train.trainer].split(":")
     train = getattr(importlib.import_module(module), function)
-    return train(model_dir, job.examples, job.train, job.seed, progress=progress)
+    return train(model_dir, job.examples, job.train, job.seed, progress=progress, validation=job.validation)
 
 
 def run_eval_job(job: EvalJob, backend: Backend, progress: Callable[[int], None] | None = None) -> Iterator[CellResult]:

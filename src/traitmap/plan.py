@@ -57,20 +57,36 @@ def model_names(config: StudyConfig) -> list[str]:
 
 
 def source_examples(config: StudyConfig, source_name: str, data_dir: Path | None, seed: int) -> list:
-    """The rows an adapter trains on: the source's train split, its variant, then a seeded sample.
+    """The rows an adapter trains on: the source's train split, its variant, then a seeded sample."""
+    return source_slices(config, source_name, data_dir, seed)[0]
 
-    The variant sees the whole split (balancing 64 rows of a 3%-minority class would
-    leave almost nothing); the sample keeps each label's share.
-    """
+
+def source_slices(config: StudyConfig, source_name: str, data_dir: Path | None, seed: int) -> tuple[list, list]:
+    """The rows an adapter trains on and the rows it is validated on (both from the train split)."""
     source = config.source(source_name)
     task = tasks.get(source.task, extra_dirs=config.task_dirs)
     task.check_trainable()
-    examples = task.examples("train", data_dir, seed=seed)
+    return split_source(task.examples("train", data_dir, seed=seed), config, source, task, seed)
+
+
+def split_source(examples: list, config: StudyConfig, source, task, seed: int) -> tuple[list, list]:
+    """A source's train split -> (training sample, validation slice), disjoint.
+
+    The variant sees the whole split (balancing 64 rows of a 3%-minority class would
+    leave almost nothing); the validation slice is drawn first and the training sample
+    from the rest, each keeping each label's share. Without a validation slice the
+    training sample is drawn from the whole split, as it always was.
+    """
     if source.variant:
         examples = data.apply_variant(examples, source.variant, task, seed)
+    validation = []
+    if config.train.validation_examples:
+        validation = data.subsample(examples, config.train.validation_examples, seed)
+        held_out = {ex.id for ex in validation}
+        examples = [ex for ex in examples if ex.id not in held_out]
     if config.train.examples is not None:
         examples = data.subsample(examples, config.train.examples, seed)
-    return examples
+    return examples, validation
 
 
 def target_examples(config: StudyConfig, task_name: str, data_dir: Path | None) -> list:

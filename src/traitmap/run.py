@@ -24,7 +24,7 @@ from traitmap.backends.base import AdapterRef
 from traitmap.console import log_lines
 from traitmap.errors import TraitmapError
 from traitmap.jobs import EvalJob, TrainedAdapter, TrainJob
-from traitmap.plan import CONFIG_FILE, DB_FILE, adapter_path, make_plan, source_examples, target_examples
+from traitmap.plan import CONFIG_FILE, DB_FILE, adapter_path, make_plan, source_slices, target_examples
 from traitmap.study import HUB, StudyConfig
 from traitmap.store import Store, StudyLock, remove_temporaries, write_atomic, write_error, write_json
 
@@ -89,8 +89,9 @@ def train_missing(config: StudyConfig, store: Store, out_dir: Path, data_dir: Pa
     jobs = []
     for name, seed in todo:
         source = config.source(name)
-        jobs.append(TrainJob(name, seed, source.task, source.variant, source_examples(config, name, data_dir, seed),
-                             config.train, config.base_model))
+        examples, validation = source_slices(config, name, data_dir, seed)
+        jobs.append(TrainJob(name, seed, source.task, source.variant, examples, config.train, config.base_model,
+                             validation))
     with progress_bar(console) as bar:
         bars = {(job.name, job.seed): bar.add_task(f"train {job.name} (seed {job.seed})",
                                                    total=config.train.total_steps(len(job.examples)), info="")

@@ -29,6 +29,7 @@ PRESETS: dict[str, dict] = {
         # auto: bf16 autocast where the machine has bf16 units (AMX, AVX512-BF16, GPUs), else
         # fp32 (an AVX2-only CPU emulates bf16 about 30x slower than fp32).
         loss_on="answer", precision="auto", trainer="peft",
+        max_steps=None, patience=4, min_delta=0.01, eval_every=8, validation_examples=None, max_length_cap=512,
     ),
     "paper": dict(
         r=64, alpha=32, dropout=0.0,
@@ -36,8 +37,16 @@ PRESETS: dict[str, dict] = {
         lr=5e-5, scheduler="cosine", warmup_steps=100, weight_decay=0.0, max_grad_norm=1.0,
         batch_size=16, grad_accum=4, steps=None, epochs=1, examples=None, max_length=2048,
         loss_on="answer", precision="auto", trainer="peft",
+        max_steps=None, patience=4, min_delta=0.01, eval_every=50, validation_examples=None, max_length_cap=4096,
     ),
 }
+
+AUTO = "auto"
+# A plan in which a source loses the whole answer of more than this share of its training
+# examples at `max_length` is refused (validate.py): it would train on prompts alone.
+ANSWER_LOSS_LIMIT = 0.05
+# Held-out examples per source when `steps = "auto"` and `validation_examples` is not set.
+DEFAULT_VALIDATION_EXAMPLES = 64
 
 
 @dataclass(frozen=True)
@@ -54,16 +63,29 @@ class TrainConfig:
     max_grad_norm: float
     batch_size: int
     grad_accum: int
-    steps: int | None
+    steps: int | str | None   # a number, "auto" (until validation loss stops improving) or None (epochs)
     epochs: int | None
     examples: int | None
-    max_length: int
+    max_length: int | str     # tokens per example, or "auto" (per source, from its lengths)
     loss_on: str
     precision: str
     trainer: str = "peft"
+    max_steps: int | None = None       # the most steps "auto" may take
+    patience: int = 4                  # validations without an improvement of min_delta before "auto" stops
+    min_delta: float = 0.01
+    eval_every: int = 8                # steps between validation losses
+    validation_examples: int = 0       # held out of each source's training split
+    max_length_cap: int = 512          # the longest "auto" max_length
+
+    @property
+    def auto_steps(self) -> bool:
+        return self.steps == AUTO
 
     def total_steps(self, n_examples: int) -> int:
-        """Optimizer steps for one adapter: `steps`, or `epochs` over `n_examples`."""
+        """Optimizer steps for one adapter: `steps`, `max_steps` when "auto" (it may stop
+        earlier), or `epochs` over `n_examples`."""
+        if self.auto_steps:
+            return self.max_steps
         if self.steps is not None:
             return self.steps
         return max(1, math.ceil(self.epochs * n_examples / (self.batch_size * self.grad_accum)))
@@ -246,6 +268,10 @@ def parse(raw: dict, *, path: Path | None = None, text: str = "") -> StudyConfig
         values["steps"] = None
     if values.get("examples") == "all":
         values["examples"] = None
+    if values.get("validation_examples") is None:
+        values["validation_examples"] = DEFAULT_VALIDATION_EXAMPLES if values.get("steps") == AUTO else 0
+    if values.get("steps") == AUTO and "scheduler" not in train_raw:
+        values["scheduler"] = "constant_with_warmup"  # no decay to zero at an arbitrary step
     train = TrainConfig(preset=preset, **values)
     _check_train(train, fail)
 
@@ -374,17 +400,35 @@ def _check_variant(variant: dict, i: int, fail) -> None:
                        "variant")
 
 
+SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
+
+
 def _check_train(t: TrainConfig, fail) -> None:
-    positive_ints = ["r", "alpha", "batch_size", "grad_accum", "max_length"]
+    positive_ints = ["r", "alpha", "batch_size", "grad_accum", "patience", "eval_every", "max_length_cap"]
     for k in positive_ints:
         if not _positive_int(getattr(t, k)):
             raise fail("must be a positive integer", f"train.{k}")
+    if t.max_length != AUTO and not _positive_int(t.max_length):
+        raise fail('must be a positive integer or "auto"', "train.max_length")
     for k in ("steps", "epochs", "examples"):
         v = getattr(t, k)
-        if v is not None and not _positive_int(v):
-            raise fail("must be a positive integer" + (' or "all"' if k == "examples" else ""), f"train.{k}")
+        if v is not None and not _positive_int(v) and not (k == "steps" and v == AUTO):
+            raise fail("must be a positive integer" + {"examples": ' or "all"', "steps": ' or "auto"'}.get(k, ""),
+                       f"train.{k}")
     if (t.steps is None) == (t.epochs is None):
         raise fail("set exactly one of 'steps' and 'epochs'", "train.steps")
+    if t.auto_steps and not _positive_int(t.max_steps):
+        raise fail('steps = "auto" needs max_steps, the most steps it may take (a positive integer)', "train.max_steps")
+    if t.max_steps is not None and not t.auto_steps:
+        raise fail('max_steps is for steps = "auto": remove it or set steps = "auto"', "train.max_steps")
+    if not (isinstance(t.validation_examples, int) and not isinstance(t.validation_examples, bool)
+            and t.validation_examples >= 0):
+        raise fail("must be a non-negative integer", "train.validation_examples")
+    if t.auto_steps and t.validation_examples == 0:
+        raise fail('steps = "auto" stops on the validation loss: validation_examples must be at least 1',
+                   "train.validation_examples")
+    if not (_number(t.min_delta) and t.min_delta >= 0):
+        raise fail("must be a non-negative number", "train.min_delta")
     if not (_number(t.lr) and 0 < t.lr < 1):
         raise fail("must be a number between 0 and 1", "train.lr")
     if not (_number(t.dropout) and 0 <= t.dropout < 1):
@@ -403,8 +447,8 @@ def _check_train(t: TrainConfig, fail) -> None:
 
     if t.trainer not in TRAINERS:
         raise fail(f"unknown trainer '{t.trainer}' (choose from {', '.join(TRAINERS)})", "train.trainer")
-    if t.scheduler not in ("cosine", "linear", "constant"):
-        raise fail("must be 'cosine', 'linear' or 'constant'", "train.scheduler")
+    if t.scheduler not in SCHEDULERS:
+        raise fail(f"must be one of {', '.join(repr(s) for s in SCHEDULERS)}", "train.scheduler")
     if not _is_list_of(t.target_modules, str) or not t.target_modules:
         raise fail('must be a non-empty list of module names, e.g. ["q_proj", "v_proj"]', "train.target_modules")
 
