@@ -292,6 +292,19 @@ for name, changes, append, expect in [
     case(f"study: {name}")(make)
 
 
+@case("study: max_length so short that every answer is cut away")
+def _(w, tmp):
+    path = w.study(tmp, ("max_length = 64", "max_length = 8"))
+    return Case(run_args(path, tmp), [str(path), "line 11", "field 'train.max_length'", "source 'reviews'", "100%",
+                                      "max_length = 8", "keeps every answer"], tmp / "out")
+
+
+@case("study: steps = \"auto\" without max_steps")
+def _(w, tmp):
+    path = w.study(tmp, ("steps = 1", 'steps = "auto"'))
+    return Case(run_args(path, tmp), [str(path), "field 'train.max_steps'"], tmp / "out")
+
+
 @case("study: file not found")
 def _(w, tmp):
     return Case(run_args(tmp / "nope.toml", tmp), [str(tmp / "nope.toml"), "not found"], tmp / "out")

@@ -2,7 +2,8 @@
 
 It keeps the results (matrix, intervals, PCA, analyses, report, config) and replaces the
 SQLite store and the adapters with plain tables: per-example scores (scores.csv.gz),
-per-cell timings (cells.csv) and each adapter's training log (training.csv). Anything
+per-cell timings (cells.csv), each adapter's training log (training.csv) and how each
+adapter's training ended (adapters.csv). Anything
 that reads a study folder for results (`traitmap findings`) reads an export the same way.
 The export is built beside its destination and moved into place whole.
 """
@@ -25,7 +26,10 @@ from traitmap.store import write_error
 
 RESULT_FILES = ["matrix.csv", "gains.csv", "pca.json", "pca_loadings.csv", "pca_scores.csv"]
 RESULT_FOLDERS = ["analysis", "report"]
-TRAINING_COLUMNS = ["adapter", "seed", "step", "loss", "grad_norm", "tokens", "elapsed"]
+TRAINING_COLUMNS = ["adapter", "seed", "step", "loss", "val_loss", "grad_norm", "tokens", "elapsed"]
+ADAPTERS_FILE = "adapters.csv"
+ADAPTER_COLUMNS = ["adapter", "seed", "steps_trained", "best_val_loss", "converged", "stopped_by", "share_cut",
+                   "share_answer_end_lost", "max_length"]
 
 
 def export_study(study, dest: Path) -> Path:
@@ -54,6 +58,7 @@ def export_study(study, dest: Path) -> Path:
         write_scores(study.records()[SCORE_COLUMNS], tmp / SCORES_FILE)
         study.cells[["model", "seed", "task", "n", "score", "seconds"]].to_csv(tmp / CELLS_FILE, index=False)
         training_log(study).to_csv(tmp / TRAINING_FILE, index=False)
+        adapter_summary(study).to_csv(tmp / ADAPTERS_FILE, index=False)
         replace_folder(tmp, dest)
     except OSError as error:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -81,7 +86,19 @@ def training_log(study) -> pd.DataFrame:
         steps = pd.DataFrame(json.loads(path.read_text(encoding="utf-8"))["log"])
         frames.append(steps.assign(adapter=name, seed=int(seed)))
     frame = pd.concat(frames, ignore_index=True)
-    return frame[[c for c in TRAINING_COLUMNS if c in frame.columns]]
+    return frame.reindex(columns=TRAINING_COLUMNS)  # val_loss empty where it was not measured
+
+
+def adapter_summary(study) -> pd.DataFrame:
+    """One row per adapter: how long it trained, its best validation loss, whether that loss
+    had stopped improving, what ended training, and what max_length cut (empty where the
+    adapter's log predates a field)."""
+    rows = []
+    for name, seed, raw in zip(study.adapters["name"], study.adapters["seed"], study.adapters["train_log"]):
+        log = json.loads(raw or "{}")
+        rows.append({"adapter": name, "seed": int(seed), "steps_trained": log.get("steps"),
+                     **{c: log.get(c) for c in ADAPTER_COLUMNS[3:]}})
+    return pd.DataFrame(rows, columns=ADAPTER_COLUMNS)
 
 
 def replace_folder(new: Path, dest: Path) -> None:

@@ -33,7 +33,8 @@ def validate_study(config: StudyConfig, data_dir: Path | None, out_dir: Path | N
     if tokenizer is not None:
         for task in used.values():
             task.check_tokens(tokenizer)
-    check_splits(config, data_dir, used, where)
+    training = check_splits(config, data_dir, used, where)
+    check_truncation(config, training, tokenizer, where)
     if out_dir is not None:
         check_out_dir(config, Path(out_dir))
 
@@ -118,33 +119,58 @@ def check_model(config: StudyConfig, where: _StudyFile | None = None) -> Path | 
 
 
 def check_splits(config: StudyConfig, data_dir: Path | None, used: dict[str, tasks.Task],
-                 where: _StudyFile | None = None) -> None:
-    """Read every row the plan reads: each source's train split (with its variant and
-    sample) and each target's test split. Errors name the data file and line."""
+                 where: _StudyFile | None = None) -> dict[str, list]:
+    """Read every row the plan reads: each source's train split (with its variant, sample
+    and validation slice) and each target's test split. Errors name the data file and line.
+    Returns each source's training examples (at the study's first seed)."""
     where = where or _StudyFile(config)
     for name, task in used.items():
         if data_dir is None and isinstance(task.data, data.DataSpec) and task.data.hub is None:
             raise TraitmapError("this task has no [data.hub] table, so it cannot be read from the hub: "
                                 "pass --data-dir with its files", file=task.file, field="data.hub")
     train_rows: dict[str, list] = {}
+    training: dict[str, list] = {}
     for source in config.sources:
         task = used[source.task]
         if source.task not in train_rows:
             train_rows[source.task] = task.examples("train", data_dir, seed=config.seed)
-        examples = train_rows[source.task]
         try:
-            if source.variant:
-                examples = data.apply_variant(examples, source.variant, task, config.seed)
-            if config.train.examples is not None:
-                examples = data.subsample(examples, config.train.examples, config.seed)
+            examples, validation = plan.split_source(train_rows[source.task], config, source, task, config.seed)
         except TraitmapError as error:
             raise where.error(f"source '{source.name}': {error.message}", "variant" if source.variant else "sources",
                               source.task) from None
         if not examples:
+            if validation:
+                raise where.error(f"source '{source.name}' has {len(validation)} examples, all of them taken by the "
+                                  "validation slice: lower validation_examples", "train.validation_examples")
             raise where.error(f"source '{source.name}' has no training examples left after its variant",
                               "sources", source.task)
+        training[source.name] = examples
     for target in config.targets:
         plan.target_examples(config, target, data_dir)
+    return training
+
+
+def check_truncation(config: StudyConfig, training: dict[str, list], tokenizer, where: _StudyFile | None = None) -> None:
+    """No source loses the whole answer of more than `ANSWER_LOSS_LIMIT` of its training
+    examples at `max_length` (it would train on prompts alone). Counted with the base
+    model's tokenizer, else at about 4 characters per token."""
+    from traitmap.study import ANSWER_LOSS_LIMIT
+    from traitmap.train import PROMPT_FLOOR, example_lengths, resolve_max_length, truncation
+
+    where = where or _StudyFile(config)
+    for name, examples in training.items():
+        if tokenizer is not None:
+            lengths = example_lengths(tokenizer, examples)
+        else:
+            lengths = [(1 + len(ex.prompt) // 4, 2 + len(ex.target) // 4) for ex in examples]
+        max_length = resolve_max_length(config.train, lengths)
+        lost = truncation(lengths, max_length)["share_answer_lost"]
+        if lost > ANSWER_LOSS_LIMIT:
+            whole = max(answer for _, answer in lengths) + PROMPT_FLOOR
+            raise where.error(f"source '{name}' loses its whole answer in {lost:.0%} of its training examples at "
+                              f"max_length = {max_length} (the limit is {ANSWER_LOSS_LIMIT:.0%}): "
+                              f"max_length = {whole} keeps every answer", "train.max_length")
 
 
 def check_out_dir(config: StudyConfig, out_dir: Path) -> None:
@@ -171,11 +197,11 @@ def check_out_dir(config: StudyConfig, out_dir: Path) -> None:
                                 file=out_dir)
         return
     saved = plan.read_saved(out_dir)
-    plan.saved_config(out_dir, saved)
     _check_database(out_dir / plan.DB_FILE)
     current = config.to_dict()
+    recorded = plan.saved_config(out_dir, saved).to_dict()  # settings added since it ran take their defaults
     for key in plan.FROZEN_KEYS:
-        if saved["config"].get(key) != current.get(key):
+        if recorded.get(key) != current.get(key):
             raise TraitmapError(
                 f"this output directory holds a study run with a different '{key}'; use a new --out directory",
                 file=saved_path, field=key,

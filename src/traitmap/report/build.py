@@ -37,6 +37,7 @@ def render(study) -> str:
     records = study.records()
     parts = [
         sections.study_section(study, records),
+        sections.training_section(study),
         sections.matrix_section(study),
         sections.traits_section(study),
         analyses.lengths_section(study),

@@ -313,3 +313,27 @@ def predicted_vs_actual(rows: pd.DataFrame) -> go.Figure:
     fig.update_xaxes(title_text="predicted gain (points)", range=[lo - pad, hi + pad])
     fig.update_yaxes(title_text="measured gain (points)", range=[lo - pad, hi + pad])
     return _style(fig, height=460, legend=dict(title=dict(text="held-out adapter")))
+
+
+def training_curves(curves: pd.DataFrame) -> go.Figure:
+    """Per adapter: training loss per step (solid) and validation loss (dashed, with markers);
+    a ring marks the adapter kept."""
+    fig = go.Figure()
+    groups = []
+    for adapter, rows in curves.groupby("adapter", sort=False):
+        start = len(fig.data)
+        for kind, curve in rows.groupby("kind", sort=False):
+            validation = kind == "validation"
+            fig.add_trace(go.Scatter(
+                x=curve["step"], y=curve["loss"], mode="lines+markers" if validation else "lines", name=f"{kind} loss",
+                line=dict(color=color(1 if validation else 0), width=2, dash="dash" if validation else "solid"),
+                hovertemplate=f"{kind} loss at step %{{x}}: %{{y:.3f}}<extra></extra>"))
+        kept = rows[rows["kept"]]
+        if len(kept):
+            fig.add_trace(go.Scatter(x=kept["step"], y=kept["loss"], mode="markers", name="adapter kept",
+                                     marker=dict(size=14, color="rgba(0,0,0,0)", line=dict(color="#111", width=2)),
+                                     hovertemplate="kept: step %{x}<extra></extra>"))
+        groups.append((str(adapter), list(range(start, len(fig.data)))))
+    fig.update_xaxes(title_text="step")
+    fig.update_yaxes(title_text="loss per answer token")
+    return _style(with_dropdown(fig, groups, "adapter"), height=380, top=70)

@@ -368,3 +368,76 @@ def examples_section(records: pd.DataFrame) -> tuple[Section, dict]:
     section = Section(id="examples", title="Examples", sentences=sentences,
                       note=None if total else "No scored examples in this study.")
     return section, data
+
+
+# --- training ------------------------------------------------------------------------------
+
+
+def _adapter_logs(study) -> list[tuple[str, int, dict, list[dict]]]:
+    """(adapter, seed, its stored training summary, its per-step log) of every trained adapter."""
+    from traitmap.plan import adapter_path
+
+    found = []
+    for _, adapter in study.adapters.iterrows():
+        name, seed = adapter["name"], int(adapter.get("seed", 0))
+        summary = json.loads(adapter.get("train_log") or "{}")
+        path = adapter_path(study.out_dir, name, seed) / "training_log.json"
+        steps = json.loads(path.read_text(encoding="utf-8")).get("log", []) if path.is_file() else []
+        found.append((str(name), seed, summary, steps))
+    return found
+
+
+def training_section(study) -> Section:
+    """Whether each adapter finished learning: its training and validation curves, what ended
+    its training, and what `max_length` cut from its examples."""
+    title = "Training"
+    if study.adapters.empty:
+        return missing("training", title, "No adapter is trained yet.")
+    logs = _adapter_logs(study)
+    several_seeds = len({seed for _, seed, _, _ in logs}) > 1
+    label = (lambda name, seed: f"{name} (seed {seed})") if several_seeds else (lambda name, seed: name)
+    rows, curves = [], []
+    for name, seed, summary, steps in logs:
+        shown = label(name, seed)
+        kept = summary.get("kept_step")
+        curves += [{"adapter": shown, "kind": "training", "step": s["step"], "loss": s["loss"], "kept": False}
+                   for s in steps]
+        curves += [{"adapter": shown, "kind": "validation", "step": v["step"], "loss": v["loss"], "kept": v["step"] == kept}
+                   for v in summary.get("validation", [])]
+        converged = summary.get("converged")
+        rows.append([
+            shown, str(summary.get("steps", "—")), str(summary.get("stopped_by", "—")),
+            "—" if converged is None else ("yes" if converged else "no"),
+            "—" if summary.get("best_val_loss") is None else f"{summary['best_val_loss']:.3f} (step {summary['best_step']})",
+            "—" if summary.get("final_loss") is None else f"{summary['first_loss']:.3f} → {summary['final_loss']:.3f}",
+            str(summary.get("max_length", "—")),
+            "—" if summary.get("share_cut") is None else percent(summary["share_cut"]),
+            "—" if summary.get("share_answer_end_lost") is None else percent(summary["share_answer_end_lost"]),
+        ])
+    measured = [(name, seed, s) for name, seed, s, _ in logs if s.get("converged") is not None]
+    sentences = []
+    if measured:
+        unconverged = [label(name, seed) for name, seed, s in measured if not s["converged"]]
+        t = study.config.train
+        sentences.append(
+            f"{len(measured) - len(unconverged)} of {len(logs)} adapters converged: their validation loss "
+            f"({t.validation_examples} held-out examples of their source) had stopped improving by {t.min_delta:g} "
+            f"for {t.patience} validations in a row."
+            + (f" Not converged: {listing(unconverged)}; read their results as those of adapters still learning."
+               if unconverged else ""))
+    else:
+        sentences.append("No validation loss was measured (no validation slice): nothing here says whether the "
+                         "adapters had finished learning. Set validation_examples, or steps = \"auto\".")
+    cut = [(label(name, seed), s) for name, seed, s, _ in logs if s.get("share_answer_end_lost")]
+    if cut:
+        sentences.append("Cut at max_length, the end of the answer (end-of-text included) was lost in "
+                         + listing([f"{percent(s['share_answer_end_lost'], 0)} of {name}'s examples" for name, s in cut])
+                         + ": these adapters never saw where their answers end.")
+    blocks = [Table(columns=["adapter", "steps", "stopped by", "converged", "best validation loss",
+                             "training loss first → last", "max_length", "examples cut", "answer end lost"],
+                    rows=rows, caption="How each adapter's training ended", numeric=False)]
+    if curves:
+        blocks.insert(0, Figure.of("training-curves", figures.training_curves(pd.DataFrame(curves)),
+                                   caption="Training loss per step (solid) and validation loss (dashed); the ring "
+                                           "marks the adapter kept."))
+    return Section(id="training", title=title, sentences=sentences, blocks=blocks)
