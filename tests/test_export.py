@@ -65,3 +65,58 @@ def test_an_unfinished_study_or_a_foreign_folder_is_refused(tmp_path, tiny_model
     with pytest.raises(TraitmapError, match="not an earlier export"):
         export_study(Study.load(out), keep)
     assert (keep / "notes.txt").read_text() == "mine"
+
+
+AUTO_STUDY = '''name = "auto"
+base_model = "{model}"
+sources = ["flipkart", "gsm8k"]
+targets = ["imdb", "goat"]
+
+[train]
+steps = "auto"
+max_steps = 6
+eval_every = 2
+patience = 2
+validation_examples = 4
+examples = 8
+batch_size = 2
+max_length = "auto"
+max_length_cap = 48
+
+[eval]
+examples = 4
+batch_size = 4
+max_new_tokens = {{goat = 6}}
+'''
+
+
+def test_steps_auto_runs_end_to_end_and_its_training_is_exported_and_reported(tmp_path, tiny_model_dir, data_dir):
+    config = make_config(tmp_path, tiny_model_dir, AUTO_STUDY)
+    run.run_study(config, tmp_path / "out", data_dir, console=Console(file=io.StringIO()),
+                  steps=("train", "evaluate", "report"))
+    published = export_study(Study.load(tmp_path / "out"), tmp_path / "published")
+    adapters = pd.read_csv(published / "adapters.csv")
+    assert list(adapters.columns) == ["adapter", "seed", "steps_trained", "best_val_loss", "converged", "stopped_by",
+                                      "share_cut", "share_answer_end_lost", "max_length"]
+    assert list(adapters["adapter"]) == ["flipkart", "gsm8k"]
+    assert adapters["steps_trained"].between(1, 6).all() and adapters["best_val_loss"].gt(0).all()
+    for _, row in adapters.iterrows():
+        assert row["stopped_by"] == ("patience" if row["converged"] else "max_steps")
+    # gsm8k's worked answers do not fit in 48 tokens: its log says how many lost their end
+    gsm8k = adapters.set_index("adapter").loc["gsm8k"]
+    assert gsm8k["max_length"] == 48 and gsm8k["share_answer_end_lost"] > 0
+    training = pd.read_csv(published / "training.csv")
+    measured = training.dropna(subset=["val_loss"])
+    assert len(measured) and set(measured["step"]) <= {2, 4, 6}
+    html = (tmp_path / "out" / "report" / "index.html").read_text()
+    section = html[html.index('<section id="training"'):]
+    section = section[:section.index("</section>")]
+    assert "training-curves" in section and "converged" in section and "answer end lost" in section
+
+
+def test_a_study_without_validation_exports_an_empty_val_loss(exported):
+    _, published = exported
+    training = pd.read_csv(published / "training.csv")
+    assert "val_loss" in training.columns and training["val_loss"].isna().all()
+    adapters = pd.read_csv(published / "adapters.csv")
+    assert adapters["best_val_loss"].isna().all() and (adapters["stopped_by"] == "steps").all()

@@ -20,6 +20,7 @@ from pathlib import Path
 from traitmap import tasks
 from traitmap.backends.base import MAX_PROMPT_TOKENS
 from traitmap.errors import TraitmapError
+from traitmap.study import AUTO
 
 # Tokens per second of SmolLM2-135M in the quickstart on 2 cores of an AMD EPYC (AVX2, fp32):
 # training, scoring prompts, and generating. Conservative fall-backs: `traitmap calibrate`
@@ -175,6 +176,7 @@ def measured_speeds(store) -> dict:
 def estimate_plan(config, plan, data_dir: Path | None, store=None) -> Estimate:
     """Time for the plan's training and evaluation, total and still to do. An estimate."""
     from traitmap import data as data_mod
+    from traitmap.train import auto_max_length
 
     notes: list[str] = []
     model_dir = find_tokenizer_dir(config.base_model)
@@ -219,16 +221,23 @@ def estimate_plan(config, plan, data_dir: Path | None, store=None) -> Estimate:
     # training ------------------------------------------------------------------------
     train_speed = measured["train"] or speeds["train"]
     train_basis = "measured" if measured["train"] else basis
+    if cfg.auto_steps:
+        notes.append(f"training is counted at max_steps = {cfg.max_steps} for every adapter, with a validation "
+                     f"pass every {cfg.eval_every} steps: steps = \"auto\" stops earlier once the validation loss "
+                     "stops improving, so this is an upper bound")
     for source in config.sources:
         task = tasks.get(source.task, extra_dirs=config.task_dirs)
         examples = sample(task, "train")
         if examples and source.variant and source.variant.get("kind") == "truncate":
             examples = data_mod.apply_variant(examples, source.variant, task, config.seed)
+        longest = cfg.max_length_cap if cfg.max_length == AUTO else cfg.max_length
         if examples:
-            lengths = [min(cfg.max_length, count(ex.prompt) + count(ex.target) + 1) for ex in examples]
-            per_example = _mean(lengths, cfg.max_length)
+            lengths = [(count(ex.prompt), count(ex.target) + 1) for ex in examples]
+            if cfg.max_length == AUTO:
+                longest = auto_max_length(lengths, cfg.max_length_cap)
+            per_example = _mean([min(longest, p + a) for p, a in lengths], longest)
         else:
-            per_example = cfg.max_length  # upper bound
+            per_example = longest  # upper bound
         n = cfg.examples if cfg.epochs is None else split_size(task, "train", cfg.examples)
         steps = cfg.total_steps(n if n else 1) if (cfg.steps is not None or n) else None
         if steps is None:
@@ -236,6 +245,8 @@ def estimate_plan(config, plan, data_dir: Path | None, store=None) -> Estimate:
             continue
         batch = min(cfg.batch_size, n) if n else cfg.batch_size
         tokens = steps * cfg.grad_accum * batch * per_example
+        if cfg.validation_examples:  # a forward pass costs about a third of a training step's tokens
+            tokens += (steps // cfg.eval_every + 1) * cfg.validation_examples * per_example / 3
         total = sum(1 for name, _ in plan.adapters if name == source.name)
         todo = sum(1 for name, _ in plan.todo_adapters if name == source.name)
         rows.append(EstimateRow("train", source.name, "train", total, todo, tokens, tokens / train_speed, train_basis))

@@ -61,32 +61,50 @@ def source_examples(config: StudyConfig, source_name: str, data_dir: Path | None
     return source_slices(config, source_name, data_dir, seed)[0]
 
 
-def source_slices(config: StudyConfig, source_name: str, data_dir: Path | None, seed: int) -> tuple[list, list]:
-    """The rows an adapter trains on and the rows it is validated on (both from the train split)."""
+def source_slices(config: StudyConfig, source_name: str, data_dir: Path | None, seed: int,
+                  evaluated: set[str] | None = None) -> tuple[list, list]:
+    """The rows an adapter trains on and the rows it is validated on (both from the train
+    split). `evaluated`: `evaluated_texts`, when the caller has it already."""
     source = config.source(source_name)
     task = tasks.get(source.task, extra_dirs=config.task_dirs)
     task.check_trainable()
-    return split_source(task.examples("train", data_dir, seed=seed), config, source, task, seed)
+    if evaluated is None and config.train.validation_examples:
+        evaluated = evaluated_texts(config, data_dir)
+    return split_source(task.examples("train", data_dir, seed=seed), config, source, task, seed, evaluated or set())
 
 
-def split_source(examples: list, config: StudyConfig, source, task, seed: int) -> tuple[list, list]:
-    """A source's train split -> (training sample, validation slice), disjoint.
+def split_source(examples: list, config: StudyConfig, source, task, seed: int,
+                 evaluated: set[str]) -> tuple[list, list]:
+    """A source's train split -> (training sample, validation slice).
 
     The variant sees the whole split (balancing 64 rows of a 3%-minority class would
-    leave almost nothing); the validation slice is drawn first and the training sample
-    from the rest, each keeping each label's share. Without a validation slice the
-    training sample is drawn from the whole split, as it always was.
+    leave almost nothing). The validation slice is drawn first, from rows whose text no
+    target evaluates; every row sharing a text with it (short reviews repeat) is then
+    left out of the training sample, which is drawn from the rest. Both samples keep each
+    label's share. Without a validation slice the training sample is drawn from the whole
+    split, as it always was.
     """
     if source.variant:
         examples = data.apply_variant(examples, source.variant, task, seed)
     validation = []
     if config.train.validation_examples:
-        validation = data.subsample(examples, config.train.validation_examples, seed)
-        held_out = {ex.id for ex in validation}
-        examples = [ex for ex in examples if ex.id not in held_out]
+        candidates = [ex for ex in examples if text_of(ex) not in evaluated]
+        validation = data.subsample(candidates, config.train.validation_examples, seed)
+        held_out = {text_of(ex) for ex in validation}
+        examples = [ex for ex in examples if text_of(ex) not in held_out]
     if config.train.examples is not None:
         examples = data.subsample(examples, config.train.examples, seed)
     return examples, validation
+
+
+def text_of(example) -> str:
+    """What makes two examples the same question: the input text, else the whole prompt."""
+    return example.input_text or example.prompt
+
+
+def evaluated_texts(config: StudyConfig, data_dir: Path | None) -> set[str]:
+    """The texts of every example any target of the study evaluates."""
+    return {text_of(ex) for target in config.targets for ex in target_examples(config, target, data_dir)}
 
 
 def target_examples(config: StudyConfig, task_name: str, data_dir: Path | None) -> list:

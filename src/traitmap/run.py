@@ -24,7 +24,7 @@ from traitmap.backends.base import AdapterRef
 from traitmap.console import log_lines
 from traitmap.errors import TraitmapError
 from traitmap.jobs import EvalJob, TrainedAdapter, TrainJob
-from traitmap.plan import CONFIG_FILE, DB_FILE, adapter_path, make_plan, source_slices, target_examples
+from traitmap.plan import CONFIG_FILE, DB_FILE, adapter_path, evaluated_texts, make_plan, source_slices, target_examples
 from traitmap.study import HUB, StudyConfig
 from traitmap.store import Store, StudyLock, remove_temporaries, write_atomic, write_error, write_json
 
@@ -87,9 +87,10 @@ def train_missing(config: StudyConfig, store: Store, out_dir: Path, data_dir: Pa
     if not todo:
         return
     jobs = []
+    evaluated = evaluated_texts(config, data_dir) if config.train.validation_examples else set()
     for name, seed in todo:
         source = config.source(name)
-        examples, validation = source_slices(config, name, data_dir, seed)
+        examples, validation = source_slices(config, name, data_dir, seed, evaluated)
         jobs.append(TrainJob(name, seed, source.task, source.variant, examples, config.train, config.base_model,
                              validation))
     with progress_bar(console) as bar:

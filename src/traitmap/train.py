@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from traitmap.jobs import TrainedAdapter
@@ -46,10 +47,8 @@ def kept_lengths(prompt: int, answer: int, max_length: int) -> tuple[int, int]:
 def auto_max_length(lengths: list[tuple[int, int]], cap: int) -> int:
     """`max_length = "auto"`: long enough for prompt + answer of `AUTO_PERCENTILE`% of the
     examples (`lengths`: (prompt, answer) tokens each), at most `cap`."""
-    import numpy as np
-
     totals = [p + a for p, a in lengths] or [PROMPT_FLOOR + 1]
-    return int(min(cap, max(PROMPT_FLOOR + 1, math.ceil(np.percentile(totals, AUTO_PERCENTILE)))))
+    return int(min(cap, max(PROMPT_FLOOR + 1, np.percentile(totals, AUTO_PERCENTILE, method="inverted_cdf"))))
 
 
 def example_lengths(tokenizer, examples) -> list[tuple[int, int]]:

@@ -128,6 +128,7 @@ def check_splits(config: StudyConfig, data_dir: Path | None, used: dict[str, tas
         if data_dir is None and isinstance(task.data, data.DataSpec) and task.data.hub is None:
             raise TraitmapError("this task has no [data.hub] table, so it cannot be read from the hub: "
                                 "pass --data-dir with its files", file=task.file, field="data.hub")
+    evaluated = {plan.text_of(ex) for target in config.targets for ex in plan.target_examples(config, target, data_dir)}
     train_rows: dict[str, list] = {}
     training: dict[str, list] = {}
     for source in config.sources:
@@ -135,7 +136,8 @@ def check_splits(config: StudyConfig, data_dir: Path | None, used: dict[str, tas
         if source.task not in train_rows:
             train_rows[source.task] = task.examples("train", data_dir, seed=config.seed)
         try:
-            examples, validation = plan.split_source(train_rows[source.task], config, source, task, config.seed)
+            examples, validation = plan.split_source(train_rows[source.task], config, source, task, config.seed,
+                                                     evaluated)
         except TraitmapError as error:
             raise where.error(f"source '{source.name}': {error.message}", "variant" if source.variant else "sources",
                               source.task) from None
@@ -145,9 +147,10 @@ def check_splits(config: StudyConfig, data_dir: Path | None, used: dict[str, tas
                                   "validation slice: lower validation_examples", "train.validation_examples")
             raise where.error(f"source '{source.name}' has no training examples left after its variant",
                               "sources", source.task)
+        if config.train.validation_examples and not validation:
+            raise where.error(f"source '{source.name}' has no example left for its validation slice: every text of "
+                              "its training split is also evaluated by a target", "train.validation_examples")
         training[source.name] = examples
-    for target in config.targets:
-        plan.target_examples(config, target, data_dir)
     return training
 
 
