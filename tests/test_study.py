@@ -137,3 +137,26 @@ def test_resolve_data_dir_prefers_the_override(tmp_path, monkeypatch):
     assert study.resolve_data_dir(config, str(tmp_path)) == tmp_path.resolve()
     with pytest.raises(TraitmapError, match="does not exist"):
         study.resolve_data_dir(config, str(tmp_path / "nope"))
+
+
+def test_steps_auto_holds_out_a_validation_slice_and_keeps_the_learning_rate_up(tmp_path):
+    t = load(tmp_path, HEAD + '[train]\nsteps = "auto"\nmax_steps = 90\nmax_length = "auto"\n').train
+    assert (t.steps, t.max_steps, t.total_steps(10_000)) == ("auto", 90, 90)
+    assert t.validation_examples == study.DEFAULT_VALIDATION_EXAMPLES and t.scheduler == "constant_with_warmup"
+    assert t.max_length == "auto"
+    assert load(tmp_path, HEAD + "[train]\nmax_steps = 90\n").train.steps == "auto"  # a limit alone means "auto"
+    fixed = load(tmp_path, HEAD + "[train]\nsteps = 8\n").train
+    assert (fixed.validation_examples, fixed.scheduler) == (0, "cosine")  # as before: no slice taken out
+    assert load(tmp_path, HEAD + '[train]\nsteps = "auto"\nmax_steps = 9\nscheduler = "cosine"\n').train.scheduler == "cosine"
+
+
+@pytest.mark.parametrize("train, field", [
+    ('steps = "auto"\n', "train.max_steps"),
+    ("steps = 8\nmax_steps = 9\n", "train.max_steps"),
+    ('steps = "auto"\nmax_steps = 9\nvalidation_examples = 0\n', "train.validation_examples"),
+    ('max_length = "long"\n', "train.max_length"),
+    ("patience = 0\n", "train.patience"),
+    ("min_delta = -1\n", "train.min_delta"),
+])
+def test_bad_stopping_settings_are_refused(tmp_path, train, field):
+    assert error(tmp_path, HEAD + "[train]\n" + train).field == field

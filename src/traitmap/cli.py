@@ -361,14 +361,20 @@ targets = [{targets}]
 #        batch 16 x 4, one epoch over the whole split, max_length 2048 -- a GPU.
 preset = "cpu"
 # Any preset value can be overridden here (the values shown are the cpu preset's):
-# steps = 16                # optimizer steps (set steps or epochs, not both)
+# steps = 16                # optimizer steps (set steps or epochs, not both); "auto": until validation loss stops improving
+# max_steps = 200           # the most steps "auto" takes (setting it alone means steps = "auto")
+# validation_examples = 64  # held out of each source's training split; its loss is logged ("auto": 64 by default)
+# eval_every = 8            # steps between validation losses
+# patience = 4              # "auto" stops after this many validations without an improvement of min_delta
+# min_delta = 0.01          # the smallest fall of the validation loss that counts as an improvement
 # epochs = 1                # passes over the examples instead of a step count
 # examples = 64             # training examples per source ("all": the whole split)
 # batch_size = 4            # examples per forward pass
 # grad_accum = 1            # forward passes per optimizer step (effective batch = batch_size x grad_accum)
-# max_length = 192          # tokens per example (long inputs lose their start, not the answer)
+# max_length = 192          # tokens per example (long inputs lose their start, not the answer); "auto": per source
+# max_length_cap = 512      # the longest "auto" max_length (it fits prompt + answer of 95% of the examples)
 # lr = 1e-3                 # learning rate
-# scheduler = "cosine"      # learning-rate schedule: "cosine", "linear" or "constant"
+# scheduler = "cosine"      # "cosine", "linear", "constant" or "constant_with_warmup" (the default for "auto")
 # warmup_steps = 2          # linear warm-up steps
 # r = 8                     # LoRA rank
 # alpha = 16                # LoRA scaling (alpha / r multiplies the update)

@@ -161,7 +161,7 @@ def measured_speeds(store) -> dict:
             continue
         if log.get("tokens") and log.get("seconds"):
             tokens += float(log["tokens"])
-            seconds += float(log["seconds"])
+            seconds += float(log["seconds"]) - float(log.get("validation_seconds") or 0)  # counted apart
     if seconds > 0:
         found["train"] = tokens / seconds
     cells = store.cells()

@@ -262,6 +262,8 @@ def parse(raw: dict, *, path: Path | None = None, text: str = "") -> StudyConfig
             raise fail(f"unknown training option (expected one of {', '.join(sorted(values))})", f"train.{k}")
         values[k] = v
     # Setting one of steps / epochs replaces the preset's choice; setting both is an error.
+    if "max_steps" in train_raw and "steps" not in train_raw:  # a limit on steps means training until it stops
+        values["steps"] = train_raw["steps"] = AUTO
     if "steps" in train_raw and "epochs" not in train_raw:
         values["epochs"] = None
     elif "epochs" in train_raw and "steps" not in train_raw:

@@ -241,11 +241,13 @@ def train_adapter(model_dir: Path, examples, cfg: TrainConfig, seed: int, *, pro
     batches = _batches(rows, min(cfg.batch_size, len(rows)), tokenizer.pad_token_id, rng)
     autocast = torch.autocast(where.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     stopping = EarlyStopping(cfg.patience, cfg.min_delta)
-    curve, best_weights = [], None
+    curve, best_weights, validation_seconds = [], None, 0.0
 
     def validate(step: int) -> float:
-        nonlocal best_weights
+        nonlocal best_weights, validation_seconds
+        clock = time.perf_counter()
         loss = validation_loss(model, held_out, cfg.batch_size * cfg.grad_accum, tokenizer.pad_token_id, where, autocast)
+        validation_seconds += time.perf_counter() - clock
         curve.append({"step": step, "loss": round(loss, 5)})
         if stopping.update(step, loss) and cfg.auto_steps:
             best_weights = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
@@ -289,7 +291,8 @@ def train_adapter(model_dir: Path, examples, cfg: TrainConfig, seed: int, *, pro
     trained = len(log)
     summary = {
         "steps": trained, "examples": len(rows), "tokens": tokens, "seconds": round(seconds, 2),
-        "tokens_per_second": round(tokens / seconds, 1) if seconds else None,
+        "validation_seconds": round(validation_seconds, 2),
+        "tokens_per_second": round(tokens / (seconds - validation_seconds), 1) if seconds > validation_seconds else None,
         "first_loss": log[0]["loss"], "final_loss": log[-1]["loss"], "seed": seed, "precision": precision,
         "device": where.type, **truncation(lengths, max_length),
         "stopped_by": ("patience" if stopping.stop and cfg.auto_steps else "max_steps" if cfg.auto_steps
