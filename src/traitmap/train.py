@@ -2,7 +2,8 @@
 
 A plain loop, readable top to bottom: tokenize prompt + answer + end-of-text, mask the
 prompt out of the loss (unless `loss_on = "all"`, the paper's first version), AdamW with
-warmup and a cosine schedule, gradient clipping, bf16 autocast where the machine has
+warmup and the study's schedule (cosine by default; constant for `steps = "auto"`, whose
+end is not known in advance), gradient clipping, bf16 autocast where the machine has
 native bf16 (`precision = "auto"`). With a validation slice, the loss on it is measured
 every `eval_every` steps; `steps = "auto"` trains until that loss stops improving and
 keeps the best adapter. The LM head runs only where a loss is taken (a label answer is

@@ -154,15 +154,20 @@ def check_splits(config: StudyConfig, data_dir: Path | None, used: dict[str, tas
     return training
 
 
+TRUNCATION_SAMPLE = 2000
+
+
 def check_truncation(config: StudyConfig, training: dict[str, list], tokenizer, where: _StudyFile | None = None) -> None:
     """No source loses the whole answer of more than `ANSWER_LOSS_LIMIT` of its training
     examples at `max_length` (it would train on prompts alone). Counted with the base
-    model's tokenizer, else at about 4 characters per token."""
+    model's tokenizer, else at about 4 characters per token, on a seeded sample of at most
+    `TRUNCATION_SAMPLE` examples (a whole split of the paper preset takes long to tokenize)."""
     from traitmap.study import ANSWER_LOSS_LIMIT
     from traitmap.train import PROMPT_FLOOR, example_lengths, resolve_max_length, truncation
 
     where = where or _StudyFile(config)
     for name, examples in training.items():
+        examples = data.subsample(examples, TRUNCATION_SAMPLE, config.seed)
         if tokenizer is not None:
             lengths = example_lengths(tokenizer, examples)
         else:
