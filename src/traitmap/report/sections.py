@@ -396,6 +396,7 @@ def training_section(study) -> Section:
     logs = _adapter_logs(study)
     several_seeds = len({seed for _, seed, _, _ in logs}) > 1
     label = (lambda name, seed: f"{name} (seed {seed})") if several_seeds else (lambda name, seed: name)
+    limit = study.config.train.max_steps if study.config.train.auto_steps else None
     rows, curves = [], []
     for name, seed, summary, steps in logs:
         shown = label(name, seed)
@@ -406,7 +407,7 @@ def training_section(study) -> Section:
                    for v in summary.get("validation", [])]
         converged = summary.get("converged")
         rows.append([
-            shown, str(summary.get("steps", "—")), str(summary.get("stopped_by", "—")),
+            shown, str(summary.get("steps", "—")) + (f" of {limit}" if limit else ""), str(summary.get("stopped_by", "—")),
             "—" if converged is None else ("yes" if converged else "no"),
             "—" if summary.get("best_val_loss") is None else f"{summary['best_val_loss']:.3f} (step {summary['best_step']})",
             "—" if summary.get("final_loss") is None else f"{summary['first_loss']:.3f} → {summary['final_loss']:.3f}",
