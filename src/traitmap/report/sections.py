@@ -396,7 +396,8 @@ def training_section(study) -> Section:
     logs = _adapter_logs(study)
     several_seeds = len({seed for _, seed, _, _ in logs}) > 1
     label = (lambda name, seed: f"{name} (seed {seed})") if several_seeds else (lambda name, seed: name)
-    limit = study.config.train.max_steps if study.config.train.auto_steps else None
+    train = getattr(study.config, "train", None)
+    limit = train.max_steps if train is not None and train.auto_steps else None
     rows, curves = [], []
     for name, seed, summary, steps in logs:
         shown = label(name, seed)
@@ -419,11 +420,10 @@ def training_section(study) -> Section:
     sentences = []
     if measured:
         unconverged = [label(name, seed) for name, seed, s in measured if not s["converged"]]
-        t = study.config.train
         sentences.append(
             f"{len(measured) - len(unconverged)} of {len(logs)} adapters converged: their validation loss "
-            f"({t.validation_examples} held-out examples of their source) had stopped improving by {t.min_delta:g} "
-            f"for {t.patience} validations in a row."
+            f"({train.validation_examples} held-out examples of their source) had stopped improving by "
+            f"{train.min_delta:g} for {train.patience} validations in a row."
             + (f" Not converged: {listing(unconverged)}; read their results as those of adapters still learning."
                if unconverged else ""))
     else:
