@@ -146,7 +146,7 @@ def test_steps_auto_holds_out_a_validation_slice_and_keeps_the_learning_rate_up(
     assert t.max_length == "auto"
     assert load(tmp_path, HEAD + "[train]\nmax_steps = 90\n").train.steps == "auto"  # a limit alone means "auto"
     fixed = load(tmp_path, HEAD + "[train]\nsteps = 8\n").train
-    assert (fixed.validation_examples, fixed.scheduler) == (0, "cosine")  # as before: no slice taken out
+    assert (fixed.validation_examples, fixed.scheduler) == (0, "cosine")  # fixed steps hold nothing out
     assert load(tmp_path, HEAD + '[train]\nsteps = "auto"\nmax_steps = 9\nscheduler = "cosine"\n').train.scheduler == "cosine"
 
 
@@ -160,3 +160,11 @@ def test_steps_auto_holds_out_a_validation_slice_and_keeps_the_learning_rate_up(
 ])
 def test_bad_stopping_settings_are_refused(tmp_path, train, field):
     assert error(tmp_path, HEAD + "[train]\n" + train).field == field
+
+
+def test_a_config_recorded_before_a_setting_existed_reads_with_its_presets_value(tmp_path):
+    config = load(tmp_path, HEAD + '[train]\npreset = "paper"\nsteps = 10\n')
+    recorded = config.to_dict()
+    for key in ("max_steps", "patience", "min_delta", "eval_every", "validation_examples", "max_length_cap"):
+        del recorded["train"][key]
+    assert study.StudyConfig.from_dict(recorded) == config

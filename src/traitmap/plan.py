@@ -82,7 +82,7 @@ def split_source(examples: list, config: StudyConfig, source, task, seed: int,
     target evaluates; every row sharing a text with it (short reviews repeat) is then
     left out of the training sample, which is drawn from the rest. Both samples keep each
     label's share. Without a validation slice the training sample is drawn from the whole
-    split, as it always was.
+    split.
     """
     if source.variant:
         examples = data.apply_variant(examples, source.variant, task, seed)

@@ -29,7 +29,7 @@ PRESETS: dict[str, dict] = {
         # auto: bf16 autocast where the machine has bf16 units (AMX, AVX512-BF16, GPUs), else
         # fp32 (an AVX2-only CPU emulates bf16 about 30x slower than fp32).
         loss_on="answer", precision="auto", trainer="peft",
-        max_steps=None, patience=4, min_delta=0.01, eval_every=8, validation_examples=None, max_length_cap=512,
+        max_steps=None, patience=4, min_delta=0.01, eval_every=8, validation_examples=0, max_length_cap=512,
     ),
     "paper": dict(
         r=64, alpha=32, dropout=0.0,
@@ -37,7 +37,7 @@ PRESETS: dict[str, dict] = {
         lr=5e-5, scheduler="cosine", warmup_steps=100, weight_decay=0.0, max_grad_norm=1.0,
         batch_size=16, grad_accum=4, steps=None, epochs=1, examples=None, max_length=2048,
         loss_on="answer", precision="auto", trainer="peft",
-        max_steps=None, patience=4, min_delta=0.01, eval_every=50, validation_examples=None, max_length_cap=4096,
+        max_steps=None, patience=4, min_delta=0.01, eval_every=50, validation_examples=0, max_length_cap=4096,
     ),
 }
 
@@ -152,7 +152,8 @@ class StudyConfig:
     def from_dict(cls, d: dict) -> "StudyConfig":
         d = dict(d)
         d["sources"] = [Source(**s) for s in d["sources"]]
-        d["train"] = TrainConfig(**d["train"])
+        preset = PRESETS.get(d["train"].get("preset"), {})  # settings added since the study ran: the preset's
+        d["train"] = TrainConfig(**{**{k: v for k, v in preset.items() if k not in d["train"]}, **d["train"]})
         d["eval"] = EvalConfig(**d["eval"])
         d["run"] = RunConfig(**d.get("run", {}))  # absent from output dirs written before [run] existed
         return cls(**d)
@@ -270,8 +271,8 @@ def parse(raw: dict, *, path: Path | None = None, text: str = "") -> StudyConfig
         values["steps"] = None
     if values.get("examples") == "all":
         values["examples"] = None
-    if values.get("validation_examples") is None:
-        values["validation_examples"] = DEFAULT_VALIDATION_EXAMPLES if values.get("steps") == AUTO else 0
+    if values.get("steps") == AUTO and "validation_examples" not in train_raw:
+        values["validation_examples"] = DEFAULT_VALIDATION_EXAMPLES
     if values.get("steps") == AUTO and "scheduler" not in train_raw:
         values["scheduler"] = "constant_with_warmup"  # no decay to zero at an arbitrary step
     train = TrainConfig(preset=preset, **values)

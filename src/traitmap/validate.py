@@ -207,7 +207,7 @@ def check_out_dir(config: StudyConfig, out_dir: Path) -> None:
     saved = plan.read_saved(out_dir)
     _check_database(out_dir / plan.DB_FILE)
     current = config.to_dict()
-    recorded = plan.saved_config(out_dir, saved).to_dict()  # settings added since it ran take their defaults
+    recorded = plan.saved_config(out_dir, saved).to_dict()  # settings added since it ran: its preset's values
     for key in plan.FROZEN_KEYS:
         if recorded.get(key) != current.get(key):
             raise TraitmapError(
