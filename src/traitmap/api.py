@@ -15,7 +15,7 @@ import pandas as pd
 from traitmap import plan, tasks
 from traitmap.errors import TraitmapError
 from traitmap.matrix import gains, transfer_matrix
-from traitmap.metrics import CHOICE_METRICS, DEFAULT_METRIC, with_gold_rates
+from traitmap.metrics import CHOICE_METRICS, with_gold_rates
 from traitmap.store import Store
 from traitmap.study import HUB, StudyConfig
 
@@ -69,13 +69,9 @@ class Study:
         return plan.model_names(self.config)
 
     @property
-    def metric(self) -> str:
-        """What the matrix holds on choice targets (`[analysis] metric`); generate targets keep their own."""
-        return self.config.analysis.get("metric", DEFAULT_METRIC)
-
-    @property
     def matrix(self) -> pd.DataFrame:
-        return self.matrix_in(self.metric)
+        """Choice targets in the study's metric (`[analysis] metric`), generate targets in their own."""
+        return self.matrix_in(self.config.metric)
 
     def matrix_in(self, metric: str) -> pd.DataFrame:
         """The transfer matrix with choice targets in `metric` (one of `CHOICE_METRICS`).
@@ -86,9 +82,8 @@ class Study:
         if metric not in CHOICE_METRICS:
             raise TraitmapError(f"unknown metric '{metric}' (choose from {', '.join(CHOICE_METRICS)})", field="metric")
         cells = self.cells
-        own = cells["task"].map(lambda name: self.task(name).metric).astype(object)
-        kept = (own == metric) | cells["task"].map(lambda name: self.task(name).kind != "choice").astype(bool)
-        scores = cells["score"].where(kept, cells[metric]) if len(cells) else cells["score"]
+        own = [name for name in self.config.targets if self.task(name).kind != "choice" or self.task(name).metric == metric]
+        scores = cells["score"].where(cells["task"].isin(own), cells[metric])
         return transfer_matrix(cells.assign(score=scores), self.models, self.config.targets)
 
     @property

@@ -73,7 +73,8 @@ def prepare_out_dir(config: StudyConfig, out_dir: Path, data_dir: Path | None) -
         check_out_dir(config, out_dir)  # again under the lock: another run may have written it meanwhile
         remove_temporaries(out_dir)  # left by a killed run
         write_json(out_dir / CONFIG_FILE, {"config": config.to_dict(), "data_dir": str(data_dir) if data_dir else HUB,
-                                           "seeds": config.seeds, "versions": versions(), "machine": machine()})
+                                           "seeds": config.seeds, "versions": versions(), "machine": machine(),
+                                           "matrix_metric": config.metric})
         return Store(out_dir / DB_FILE, lock=lock)
     except BaseException:
         lock.release()
