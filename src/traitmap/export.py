@@ -75,7 +75,7 @@ def write_metric_files(folder: Path, records: pd.DataFrame, task_of) -> None:
     computed from the per-example records by their tasks (`task_of(name)`); a published
     export whose store is gone gets them from its scores.csv.gz the same way."""
     metrics, rates = metric_tables(records, task_of)
-    cells = pd.read_csv(folder / CELLS_FILE, float_precision="round_trip")[CELL_COLUMNS]
+    cells = pd.read_csv(folder / CELLS_FILE)[CELL_COLUMNS]
     cells.merge(metrics, how="left", on=CELL_KEY).to_csv(folder / CELLS_FILE, index=False)
     rates.to_csv(folder / ANSWER_RATES_FILE, index=False)
 
