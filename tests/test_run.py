@@ -273,7 +273,7 @@ def test_a_store_from_before_cell_metrics_gets_them_when_opened(finished, tmp_pa
 
 def test_the_matrix_in_balanced_accuracy_scores_an_always_majority_adapter_at_chance(
         finished, data_dir, tmp_path, tiny_model_dir):
-    from traitmap import tasks
+    from traitmap import analysis, tasks
 
     _, out = finished
     out = copy_of(out, tmp_path)
@@ -285,6 +285,9 @@ def test_the_matrix_in_balanced_accuracy_scores_an_always_majority_adapter_at_ch
     pd.testing.assert_frame_equal(written, study.matrix_in("balanced_accuracy"), check_names=False,
                                   check_dtype=False, atol=1e-6)
     pd.testing.assert_frame_equal(study.matrix[["gsm8k", "goat"]], study.matrix_in("accuracy")[["gsm8k", "goat"]])
+    analysis.run_all(study, only=["uncertainty"])  # its intervals are around the matrix's own numbers
+    intervals = pd.read_csv(out / "analysis" / "matrix_ci.csv").set_index(["model", "task"])["score"]
+    assert intervals.to_dict() == pytest.approx(study.matrix.stack().to_dict(), abs=1e-12)
 
     store, task = study._store, tasks.get("flipkart")  # plant an adapter that always answers the majority label
     cell = store.records(task="flipkart", model="gsm8k").to_dict("records")
