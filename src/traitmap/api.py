@@ -15,7 +15,7 @@ import pandas as pd
 from traitmap import plan, tasks
 from traitmap.errors import TraitmapError
 from traitmap.matrix import gains, transfer_matrix
-from traitmap.metrics import CHOICE_METRICS, with_gold_rates
+from traitmap.metrics import CHOICE_METRICS, DEFAULT_METRIC, with_gold_rates
 from traitmap.store import Store
 from traitmap.study import HUB, StudyConfig
 
@@ -76,15 +76,16 @@ class Study:
     def matrix_in(self, metric: str) -> pd.DataFrame:
         """The transfer matrix with choice targets in `metric` (one of `CHOICE_METRICS`).
 
-        A cell's `score` is its task's own metric, so it is used as it is wherever that is
-        the one asked for, and always on generate targets.
+        A cell's `score` is its task's own metric, accuracy on every choice target, so the
+        accuracy matrix is the scores as they are (no task file needed to read it).
         """
         if metric not in CHOICE_METRICS:
             raise TraitmapError(f"unknown metric '{metric}' (choose from {', '.join(CHOICE_METRICS)})", field="metric")
         cells = self.cells
-        own = [name for name in self.config.targets if self.task(name).kind != "choice" or self.task(name).metric == metric]
-        scores = cells["score"].where(cells["task"].isin(own), cells[metric])
-        return transfer_matrix(cells.assign(score=scores), self.models, self.config.targets)
+        if metric != DEFAULT_METRIC:
+            choice = [name for name in self.config.targets if self.task(name).kind == "choice"]
+            cells = cells.assign(score=cells["score"].mask(cells["task"].isin(choice), cells[metric]))
+        return transfer_matrix(cells, self.models, self.config.targets)
 
     @property
     def gains(self) -> pd.DataFrame:

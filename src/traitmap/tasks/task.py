@@ -22,7 +22,9 @@ from traitmap.errors import TraitmapError
 from traitmap.tasks import goat
 
 KINDS = ("choice", "generate")
-METRICS = {"choice": ("accuracy",), "generate": ("exact_match", "pass@1", "none")}
+# A task's own metric is its cells' score; a choice cell also stores balanced accuracy and
+# macro-F1 (`cell_metrics`), which a study's matrix can be built on instead.
+METRICS = {"choice": (metrics.DEFAULT_METRIC,), "generate": ("exact_match", "pass@1", "none")}
 GENERATORS = {"goat": goat.read_split}
 DEFAULT_MAX_INPUT_CHARS = 1200
 TRUNCATION_MARKER = " ..."
