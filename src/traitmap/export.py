@@ -2,9 +2,9 @@
 
 It keeps the results (matrix, intervals, PCA, analyses, report, config) and replaces the
 SQLite store and the adapters with plain tables: per-example scores (scores.csv.gz),
-per-cell timings and metrics (cells.csv), per-cell answer rates (answer_rates.csv)
-and each adapter's training log (training.csv). Anything
-that reads a study folder for results (`traitmap findings`) reads an export the same way.
+per-cell timings and metrics (cells.csv), each choice cell's answer rates
+(answer_rates.csv) and each adapter's training log (training.csv). Anything that reads
+a study folder for results (`traitmap findings`) reads an export the same way.
 The export is built beside its destination and moved into place whole.
 """
 
@@ -56,9 +56,10 @@ def export_study(study, dest: Path) -> Path:
         for name in RESULT_FOLDERS:
             if (study.out_dir / name).is_dir():
                 shutil.copytree(study.out_dir / name, tmp / name)
-        write_scores(study.records()[SCORE_COLUMNS], tmp / SCORES_FILE)
+        records = study.records()
+        write_scores(records[SCORE_COLUMNS], tmp / SCORES_FILE)
         study.cells[CELL_COLUMNS].to_csv(tmp / CELLS_FILE, index=False)
-        write_metric_files(tmp, study.records(), study.task)
+        write_metric_files(tmp, records, study.task)
         training_log(study).to_csv(tmp / TRAINING_FILE, index=False)
         replace_folder(tmp, dest)
     except OSError as error:
@@ -112,7 +113,6 @@ def replace_folder(new: Path, dest: Path) -> None:
 
 def folder_size(path: Path) -> int:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
-
 
 
 def rewrite_metric_files(folder: Path) -> None:

@@ -50,8 +50,8 @@ def metric_disagreement(study) -> tuple[list[str], list]:
         worst = disagree.loc[(disagree["accuracy_gain"] - disagree["balanced_gain"]).idxmax()]
         sentences.append(
             f"On {len(disagree)} of {len(gains)} adapter–target cells on choice targets the accuracy gain is positive "
-            f"but the balanced-accuracy gain is not: the adapter gains by answering one label more often, not by "
-            f"telling the labels apart. The largest is {worst['model']} on {worst['task']} ({points(worst['accuracy_gain'])} "
+            f"but the balanced-accuracy gain is not: the adapter gains by favouring the more frequent labels, not by "
+            f"telling the labels apart better. The largest is {worst['model']} on {worst['task']} ({points(worst['accuracy_gain'])} "
             f"points in accuracy, {points(worst['balanced_gain'])} in balanced accuracy; it answers "
             f"'{worst['label']}' on {percent(worst['rate'])} of the examples, against {percent(worst['gold_rate'])} "
             "in the gold labels).")
