@@ -253,18 +253,22 @@ def test_every_cell_stores_its_tasks_metrics(finished):
     answered = records[records["task"] == "imdb"].groupby("model")["parsed"].value_counts(normalize=True)
     for row in rates[rates["label"] != ""].itertuples():
         assert row.rate == answered.get((row.model, row.label), 0.0) and row.gold_rate == 0.5  # 2 of each label
+    with pytest.raises(TraitmapError, match="balanced_accuracy"):
+        study.matrix_in("f1")
 
 
 def test_a_store_from_before_cell_metrics_gets_them_when_opened(finished, tmp_path):
     _, out = finished
     out = copy_of(out, tmp_path)
-    want = Study.load(finished[1]).cells
+    original = Study.load(finished[1])
+    want, want_rates = original.cells, original.answer_rates()
     with sqlite3.connect(out / study_plan.DB_FILE) as db:
         db.execute("DROP TABLE cell_metrics")
         db.execute("DROP TABLE answer_rates")
         records = db.execute("SELECT * FROM records ORDER BY rowid").fetchall()
     study = Study.load(out)
     pd.testing.assert_frame_equal(study.cells, want)
+    pd.testing.assert_frame_equal(study.answer_rates(), want_rates)
     assert study._store.cells_without_metrics() == []
     with sqlite3.connect(out / study_plan.DB_FILE) as db:
         assert db.execute("SELECT * FROM records ORDER BY rowid").fetchall() == records
