@@ -258,6 +258,7 @@ for name, changes, append, expect in [
     ("zero n_components", [], "\n[analysis]\nn_components = 0\n", ["line 19", "field 'analysis.n_components'"]),
     ("unknown pca_on", [], '\n[analysis]\npca_on = "weird"\n', ["line 19", "field 'analysis.pca_on'"]),
     ("unknown analysis setting", [], "\n[analysis]\ncolour = 1\n", ["line 19", "field 'analysis.colour'"]),
+    ("unknown matrix metric", [], '\n[analysis]\nmetric = "f1"\n', ["line 19", "field 'analysis.metric'", "balanced_accuracy"]),
     ("ci_level above one", [], "\n[analysis]\nci_level = 2\n", ["line 19", "field 'analysis.ci_level'"]),
     ("dependency target that is no target", [], '\n[analysis]\ndependency_targets = ["gsm8k"]\n',
      ["line 19", "field 'analysis.dependency_targets'"]),

@@ -20,6 +20,7 @@ from traitmap import cli
 from traitmap import study as study_mod
 from traitmap.compare import compare_studies
 from traitmap.estimate import DEFAULT_SPEEDS, estimate_plan
+from traitmap.metrics import CellMetrics
 from traitmap.status import study_status
 from traitmap.plan import make_plan
 from traitmap.run import prepare_out_dir
@@ -76,7 +77,8 @@ def fake_study(out_dir: Path, scores: dict[str, dict[str, float]], *, base_model
         for task, score in row.items():
             hits = round(score * n)
             records = [record(model, -1 if model == "base" else 0, task, i, i < hits) for i in range(n)]
-            store.add_cell(model, -1 if model == "base" else 0, task, records, cell_seconds, "2025-01-01T10:10:00+00:00")
+            store.add_cell(model, -1 if model == "base" else 0, task, records, cell_seconds, "2025-01-01T10:10:00+00:00",
+                           CellMetrics(hits / n, {"accuracy": hits / n}))
     if finished:
         store.finish_run(run_id, "2025-01-01T10:20:00+00:00", 1200.0)
     store.close()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -12,8 +14,9 @@ from test_run import make_config
 from traitmap import run
 from traitmap.api import Study
 from traitmap.errors import TraitmapError
-from traitmap.export import export_study
+from traitmap.export import export_study, rewrite_metric_files
 from traitmap.findings import Evidence
+from traitmap.metrics import CHOICE_METRICS
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -120,3 +123,27 @@ def test_a_study_without_validation_exports_an_empty_val_loss(exported):
     assert "val_loss" in training.columns and training["val_loss"].isna().all()
     adapters = pd.read_csv(published / "adapters.csv")
     assert adapters["best_val_loss"].isna().all() and (adapters["stopped_by"] == "steps").all()
+
+
+def test_the_export_holds_every_choice_cells_metrics_and_answer_rates(exported):
+    out, published = exported
+    study = Study.load(out)
+    cells = pd.read_csv(published / "cells.csv")
+    assert list(cells.columns) == ["model", "seed", "task", "n", "score", "seconds", *CHOICE_METRICS]
+    stored = study.cells[["model", "seed", "task", *CHOICE_METRICS]]
+    pd.testing.assert_frame_equal(cells[stored.columns], stored.reset_index(drop=True), check_exact=True)
+    assert cells.loc[cells["task"] == "imdb", list(CHOICE_METRICS)].notna().all().all()
+    rates = pd.read_csv(published / "answer_rates.csv", keep_default_na=False, dtype={"label": str})  # "": no answer
+    pd.testing.assert_frame_equal(rates, study.answer_rates().reset_index(drop=True), check_dtype=False)
+
+
+@pytest.mark.parametrize("name", ["standard", "controlled"])
+def test_the_published_metric_files_are_what_their_scores_give(name, tmp_path):
+    published = Path(__file__).resolve().parents[1] / "results" / name
+    copy = tmp_path / name
+    copy.mkdir()
+    for file in ("config.json", "cells.csv", "scores.csv.gz"):
+        shutil.copy2(published / file, copy / file)
+    rewrite_metric_files(copy)
+    for file in ("cells.csv", "answer_rates.csv"):
+        assert (copy / file).read_bytes() == (published / file).read_bytes(), file

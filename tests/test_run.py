@@ -12,7 +12,7 @@ import torch
 from rich.console import Console
 
 from traitmap import plan as study_plan
-from traitmap import run, study
+from traitmap import metrics, run, study
 from traitmap.api import Study
 from traitmap.errors import TraitmapError
 
@@ -232,3 +232,73 @@ def assert_same_records(got: pd.DataFrame, want: pd.DataFrame) -> None:
     for a, b in zip(got["logprobs"], want["logprobs"]):
         a, b = json.loads(a or "{}"), json.loads(b or "{}")
         assert a.keys() == b.keys() and all(abs(a[k] - b[k]) < 1e-5 for k in a)
+
+
+def test_every_cell_stores_its_tasks_metrics(finished):
+    study = Study.load(finished[1])
+    cells, records = study.cells.set_index(["model", "task"]), study.records()
+    for (model, task), cell in records.groupby(["model", "task"]):
+        stored = cells.loc[(model, task)]
+        assert stored["score"] == cell["correct"].mean()
+        if task == "imdb":
+            assert stored["accuracy"] == stored["score"]
+            assert stored["balanced_accuracy"] == metrics.balanced_accuracy(cell["parsed"], cell["gold"])
+            assert stored["macro_f1"] == metrics.macro_f1(cell["parsed"], cell["gold"], ["negative", "positive"])
+        else:
+            assert stored[list(metrics.CHOICE_METRICS)].isna().all()
+    own = study.cell_metrics().set_index(["model", "task", "metric"])["value"]
+    assert own[("base", "gsm8k", "exact_match")] == cells.loc[("base", "gsm8k"), "score"]
+    rates = study.answer_rates()
+    assert set(rates["task"]) == {"imdb"} and rates.groupby("model")["rate"].sum().round(12).eq(1).all()
+    answered = records[records["task"] == "imdb"].groupby("model")["parsed"].value_counts(normalize=True)
+    for row in rates[rates["label"] != ""].itertuples():
+        assert row.rate == answered.get((row.model, row.label), 0.0) and row.gold_rate == 0.5  # 2 of each label
+    with pytest.raises(TraitmapError, match="balanced_accuracy"):
+        study.matrix_in("f1")
+
+
+def test_a_store_from_before_cell_metrics_gets_them_when_opened(finished, tmp_path):
+    _, out = finished
+    out = copy_of(out, tmp_path)
+    original = Study.load(finished[1])
+    want, want_rates = original.cells, original.answer_rates()
+    with sqlite3.connect(out / study_plan.DB_FILE) as db:
+        db.execute("DROP TABLE cell_metrics")
+        db.execute("DROP TABLE answer_rates")
+        records = db.execute("SELECT * FROM records ORDER BY rowid").fetchall()
+    study = Study.load(out)
+    pd.testing.assert_frame_equal(study.cells, want)
+    pd.testing.assert_frame_equal(study.answer_rates(), want_rates)
+    assert study._store.cells_without_metrics() == []
+    with sqlite3.connect(out / study_plan.DB_FILE) as db:
+        assert db.execute("SELECT * FROM records ORDER BY rowid").fetchall() == records
+    pd.testing.assert_frame_equal(study.matrix_in("balanced_accuracy"), original.matrix_in("balanced_accuracy"))
+
+
+def test_the_matrix_in_balanced_accuracy_scores_an_always_majority_adapter_at_chance(
+        finished, data_dir, tmp_path, tiny_model_dir):
+    from traitmap import analysis, tasks
+
+    _, out = finished
+    out = copy_of(out, tmp_path)
+    text = STUDY.replace('"goat"]', '"goat", "flipkart"]') + '\n[analysis]\nmetric = "balanced_accuracy"\n'
+    run_study(make_config(tmp_path, tiny_model_dir, text), out, data_dir, steps=("evaluate",))
+    study = Study.load(out)
+    assert json.loads((out / "config.json").read_text())["matrix_metric"] == "balanced_accuracy"
+    written = pd.read_csv(out / "matrix.csv", index_col="model")
+    pd.testing.assert_frame_equal(written, study.matrix_in("balanced_accuracy"), check_names=False,
+                                  check_dtype=False, atol=1e-6)
+    pd.testing.assert_frame_equal(study.matrix[["gsm8k", "goat"]], study.matrix_in("accuracy")[["gsm8k", "goat"]])
+    analysis.run_all(study, only=["uncertainty"])  # its intervals are around the matrix's own numbers
+    intervals = pd.read_csv(out / "analysis" / "matrix_ci.csv").set_index(["model", "task"])["score"]
+    assert intervals.to_dict() == pytest.approx(study.matrix.stack().to_dict(), abs=1e-12)
+
+    store, task = study._store, tasks.get("flipkart")  # plant an adapter that always answers the majority label
+    cell = store.records(task="flipkart", model="gsm8k").to_dict("records")
+    golds = [r["gold"] for r in cell]
+    label = max(task.choices, key=golds.count)
+    always = [{**r, "output": label, "parsed": label, "correct": float(r["gold"] == label)} for r in cell]
+    store.add_cell("gsm8k", 0, "flipkart", always, 1.0, "t", task.cell_metrics(always))
+    assert golds.count(label) / len(golds) > 1 / len(task.choices)  # 4 examples of 3 labels: 2, 1, 1
+    assert Study.load(out).matrix.loc["gsm8k", "flipkart"] == 1 / len(task.choices)
+    assert Study.load(out).matrix_in("accuracy").loc["gsm8k", "flipkart"] == golds.count(label) / len(golds)

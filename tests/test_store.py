@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 
+from traitmap import tasks
 from traitmap.store import RECORD_COLUMNS, Store, write_atomic, write_json
 
 
@@ -14,6 +15,11 @@ def record(model="base", task="imdb", i=0, correct=1.0):
     return {"model": model, "seed": -1 if model == "base" else 0, "task": task, "example_id": f"{task}-{i}",
             "prompt": "p", "output": "positive", "output_tokens": 1, "parsed": "positive", "gold": "positive",
             "correct": correct, "logprobs": "{}"}
+
+
+def add_cell(store, model, seed, task, records, seconds):
+    """A cell scored by its task, as the runner stores it."""
+    return store.add_cell(model, seed, task, records, seconds, "t", tasks.get(task).cell_metrics(records))
 
 
 @pytest.fixture
@@ -24,7 +30,7 @@ def store(tmp_path):
 
 
 def test_add_cell_writes_records_and_score(store):
-    store.add_cell("base", -1, "imdb", [record(i=0, correct=1.0), record(i=1, correct=0.0)], 1.5, "t")
+    add_cell(store, "base", -1, "imdb", [record(i=0, correct=1.0), record(i=1, correct=0.0)], 1.5)
     assert store.done_cells() == {("base", -1, "imdb")}
     cells = store.cells()
     assert cells.loc[0, "n"] == 2 and cells.loc[0, "score"] == 0.5
@@ -32,25 +38,41 @@ def test_add_cell_writes_records_and_score(store):
     assert store.records()["example_id"].tolist() == ["imdb-0", "imdb-1"]
 
 
+def test_a_cell_stores_its_tasks_metrics_and_answer_rates_with_its_records(store):
+    always_positive = [record(i=i) for i in range(3)] + [{**record(i=3, correct=0.0), "gold": "negative"}]
+    add_cell(store, "base", -1, "imdb", always_positive, 1.0)
+    values = store.cell_metrics().set_index("metric")["value"]
+    assert store.cells().loc[0, "score"] == values["accuracy"] == 0.75
+    assert values["balanced_accuracy"] == 0.5 and values["macro_f1"] == (6 / 7 + 0) / 2
+    assert store.answer_rates().set_index("label")["rate"].to_dict() == {"negative": 0.0, "positive": 1.0, "": 0.0}
+    assert store.cells_without_metrics() == []
+
+
+def test_a_generate_cell_stores_its_own_metric_only(store):
+    add_cell(store, "base", -1, "gsm8k", [record(task="gsm8k", i=0), record(task="gsm8k", i=1, correct=0.0)], 1.0)
+    assert store.cell_metrics()[["metric", "value"]].values.tolist() == [["exact_match", 0.5]]
+    assert store.answer_rates().empty
+
+
 def test_failure_mid_cell_writes_nothing(store):
     broken = [record(i=0), {"model": "base"}]  # the second record lacks columns: fails mid-insert
     with pytest.raises(KeyError):
-        store.add_cell("base", -1, "imdb", broken, 1.0, "t")
+        add_cell(store, "base", -1, "imdb", broken, 1.0)
     assert store.done_cells() == set()
-    assert store.records().empty
+    assert store.records().empty and store.cell_metrics().empty and store.answer_rates().empty
 
 
 def test_failure_when_redoing_a_cell_keeps_the_old_one(store):
-    store.add_cell("base", -1, "imdb", [record(i=0), record(i=1)], 1.0, "t")
+    add_cell(store, "base", -1, "imdb", [record(i=0), record(i=1)], 1.0)
     with pytest.raises(KeyError):
-        store.add_cell("base", -1, "imdb", [record(i=5), {"model": "base"}], 1.0, "t")
+        add_cell(store, "base", -1, "imdb", [record(i=5), {"model": "base"}], 1.0)
     assert store.records()["example_id"].tolist() == ["imdb-0", "imdb-1"]
     assert store.cells()["n"].tolist() == [2]
 
 
 def test_a_committed_cell_survives_reopening(tmp_path):
     s = Store(tmp_path / "db.sqlite")
-    s.add_cell("base", -1, "imdb", [record()], 1.0, "t")
+    add_cell(s, "base", -1, "imdb", [record()], 1.0)
     s.close()
     again = Store(tmp_path / "db.sqlite")
     assert again.done_cells() == {("base", -1, "imdb")}
@@ -58,9 +80,9 @@ def test_a_committed_cell_survives_reopening(tmp_path):
 
 
 def test_records_filter_by_task_and_model(store):
-    store.add_cell("base", -1, "imdb", [record("base", "imdb", 0)], 1.0, "t")
-    store.add_cell("base", -1, "goat", [record("base", "goat", 0), record("base", "goat", 1)], 1.0, "t")
-    store.add_cell("fk", 0, "goat", [record("fk", "goat", 0)], 1.0, "t")
+    add_cell(store, "base", -1, "imdb", [record("base", "imdb", 0)], 1.0)
+    add_cell(store, "base", -1, "goat", [record("base", "goat", 0), record("base", "goat", 1)], 1.0)
+    add_cell(store, "fk", 0, "goat", [record("fk", "goat", 0)], 1.0)
     assert len(store.records()) == 4
     assert set(store.records(task="goat")["model"]) == {"base", "fk"}
     assert store.records(model="fk")["task"].tolist() == ["goat"]
@@ -193,6 +215,6 @@ def test_a_garbage_database_is_named(tmp_path):
 
 def test_mean_output_tokens_counts_generated_answers_only(store):
     generated = [{**record(task="gsm8k", i=i), "output_tokens": n, "logprobs": ""} for i, n in enumerate([10, 30])]
-    store.add_cell("base", -1, "gsm8k", generated, 1.0, "t")
-    store.add_cell("base", -1, "imdb", [record()], 1.0, "t")
+    add_cell(store, "base", -1, "gsm8k", generated, 1.0)
+    add_cell(store, "base", -1, "imdb", [record()], 1.0)
     assert store.mean_output_tokens() == {"gsm8k": 20.0}

@@ -13,7 +13,9 @@ from pathlib import Path
 import pandas as pd
 
 from traitmap import plan, tasks
+from traitmap.errors import TraitmapError
 from traitmap.matrix import gains, transfer_matrix
+from traitmap.metrics import CHOICE_METRICS, DEFAULT_METRIC, with_gold_rates
 from traitmap.store import Store
 from traitmap.study import HUB, StudyConfig
 
@@ -25,6 +27,7 @@ class Study:
         self.meta = {k: v for k, v in saved.items() if k != "config"}
         self._store = Store(self.out_dir / plan.DB_FILE, create=False)
         self._target_examples: dict[str, list] = {}
+        self._add_missing_metrics()
         runs = self._store.runs()
         if not runs.empty:  # every command that worked on the study, added up
             self.meta.update(started=runs["started"].iloc[0], runs=len(runs), work_seconds=self.work_seconds())
@@ -67,7 +70,22 @@ class Study:
 
     @property
     def matrix(self) -> pd.DataFrame:
-        return transfer_matrix(self._store.cells(), self.models, self.config.targets)
+        """Choice targets in the study's metric (`[analysis] metric`), generate targets in their own."""
+        return self.matrix_in(self.config.metric)
+
+    def matrix_in(self, metric: str) -> pd.DataFrame:
+        """The transfer matrix with choice targets in `metric` (one of `CHOICE_METRICS`).
+
+        A cell's `score` is its task's own metric, accuracy on every choice target, so the
+        accuracy matrix is the scores as they are (no task file needed to read it).
+        """
+        if metric not in CHOICE_METRICS:
+            raise TraitmapError(f"unknown metric '{metric}' (choose from {', '.join(CHOICE_METRICS)})", field="metric")
+        cells = self.cells
+        if metric != DEFAULT_METRIC:
+            choice = [name for name in self.config.targets if self.task(name).kind == "choice"]
+            cells = cells.assign(score=cells["score"].mask(cells["task"].isin(choice), cells[metric]))
+        return transfer_matrix(cells, self.models, self.config.targets)
 
     @property
     def gains(self) -> pd.DataFrame:
@@ -75,7 +93,35 @@ class Study:
 
     @property
     def cells(self) -> pd.DataFrame:
-        return self._store.cells()
+        """One row per evaluated cell: its score and timing, and on choice targets every
+        choice metric (NaN on generate targets)."""
+        cells = self._store.cells()
+        values = self._store.cell_metrics()
+        wide = (values[values["metric"].isin(CHOICE_METRICS)]
+                .pivot(index=["model", "seed", "task"], columns="metric", values="value")
+                .reindex(columns=list(CHOICE_METRICS)))
+        return cells.merge(wide, how="left", left_on=["model", "seed", "task"], right_index=True)
+
+    def cell_metrics(self) -> pd.DataFrame:
+        """Long table of every stored metric: model, seed, task, metric, value."""
+        return self._store.cell_metrics()
+
+    def answer_rates(self) -> pd.DataFrame:
+        """Per choice cell, the share of examples answered with each label (label "" is no
+        answer) beside that label's share of the gold answers: model, seed, task, label,
+        rate, gold_rate."""
+        return with_gold_rates(self._store.answer_rates(), self.records())
+
+    def _add_missing_metrics(self) -> None:
+        """Store the metrics of cells evaluated before cells stored them, computed from their
+        records by their task; the records and scores are kept as they are."""
+        for model, seed, name in self._store.cells_without_metrics():
+            try:
+                task = self.task(name)
+            except TraitmapError:
+                continue  # a task file that is gone: the cell keeps its score only
+            self._store.add_metrics(model, seed, name, task.cell_metrics(self._store.records(task=name, model=model)
+                                                                         .loc[lambda r: r["seed"] == seed]))
 
     @property
     def adapters(self) -> pd.DataFrame:

@@ -2,9 +2,10 @@
 
 It keeps the results (matrix, intervals, PCA, analyses, report, config) and replaces the
 SQLite store and the adapters with plain tables: per-example scores (scores.csv.gz),
-per-cell timings (cells.csv), each adapter's training log (training.csv) and how each
-adapter's training ended (adapters.csv). Anything
-that reads a study folder for results (`traitmap findings`) reads an export the same way.
+per-cell timings and metrics (cells.csv), each choice cell's answer rates
+(answer_rates.csv), each adapter's training log (training.csv) and how each adapter's
+training ended (adapters.csv). Anything that reads a study folder for results
+(`traitmap findings`) reads an export the same way.
 The export is built beside its destination and moved into place whole.
 """
 
@@ -18,14 +19,18 @@ from pathlib import Path
 
 import pandas as pd
 
+from traitmap import tasks
 from traitmap.errors import TraitmapError
-from traitmap.findings.evidence import SCORE_COLUMNS, SCORES_FILE
+from traitmap.findings.evidence import SCORE_COLUMNS, SCORES_FILE, read_scores
 from traitmap.findings.render import CELLS_FILE, TRAINING_FILE
-from traitmap.plan import CONFIG_FILE, adapter_path
+from traitmap.metrics import CELL_KEY, metric_tables
+from traitmap.plan import CONFIG_FILE, adapter_path, saved_config
 from traitmap.store import write_error
 
 RESULT_FILES = ["matrix.csv", "gains.csv", "pca.json", "pca_loadings.csv", "pca_scores.csv"]
 RESULT_FOLDERS = ["analysis", "report"]
+CELL_COLUMNS = ["model", "seed", "task", "n", "score", "seconds"]
+ANSWER_RATES_FILE = "answer_rates.csv"
 TRAINING_COLUMNS = ["adapter", "seed", "step", "loss", "val_loss", "grad_norm", "tokens", "elapsed"]
 ADAPTERS_FILE = "adapters.csv"
 ADAPTER_COLUMNS = ["adapter", "seed", "steps_trained", "best_val_loss", "converged", "stopped_by", "share_cut",
@@ -55,8 +60,10 @@ def export_study(study, dest: Path) -> Path:
         for name in RESULT_FOLDERS:
             if (study.out_dir / name).is_dir():
                 shutil.copytree(study.out_dir / name, tmp / name)
-        write_scores(study.records()[SCORE_COLUMNS], tmp / SCORES_FILE)
-        study.cells[["model", "seed", "task", "n", "score", "seconds"]].to_csv(tmp / CELLS_FILE, index=False)
+        records = study.records()
+        write_scores(records[SCORE_COLUMNS], tmp / SCORES_FILE)
+        study.cells[CELL_COLUMNS].to_csv(tmp / CELLS_FILE, index=False)
+        write_metric_files(tmp, records, study.task)
         training_log(study).to_csv(tmp / TRAINING_FILE, index=False)
         adapter_summary(study).to_csv(tmp / ADAPTERS_FILE, index=False)
         replace_folder(tmp, dest)
@@ -67,6 +74,16 @@ def export_study(study, dest: Path) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return dest
+
+
+def write_metric_files(folder: Path, records: pd.DataFrame, task_of) -> None:
+    """Add each choice cell's metrics to the folder's cells.csv and write answer_rates.csv,
+    computed from the per-example records by their tasks (`task_of(name)`); a published
+    export whose store is gone gets them from its scores.csv.gz the same way."""
+    metrics, rates = metric_tables(records, task_of)
+    cells = pd.read_csv(folder / CELLS_FILE)[CELL_COLUMNS]
+    cells.merge(metrics, how="left", on=CELL_KEY).to_csv(folder / CELLS_FILE, index=False)
+    rates.to_csv(folder / ANSWER_RATES_FILE, index=False)
 
 
 def write_scores(records: pd.DataFrame, path: Path) -> None:
@@ -114,3 +131,9 @@ def replace_folder(new: Path, dest: Path) -> None:
 def folder_size(path: Path) -> int:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
+
+def rewrite_metric_files(folder: Path) -> None:
+    """`write_metric_files` for an export from the per-example answers it keeps (scores.csv.gz)."""
+    folder = Path(folder)
+    config = saved_config(folder)
+    write_metric_files(folder, read_scores(folder / SCORES_FILE), lambda name: tasks.get(name, extra_dirs=config.task_dirs))

@@ -73,7 +73,8 @@ def prepare_out_dir(config: StudyConfig, out_dir: Path, data_dir: Path | None) -
         check_out_dir(config, out_dir)  # again under the lock: another run may have written it meanwhile
         remove_temporaries(out_dir)  # left by a killed run
         write_json(out_dir / CONFIG_FILE, {"config": config.to_dict(), "data_dir": str(data_dir) if data_dir else HUB,
-                                           "seeds": config.seeds, "versions": versions(), "machine": machine()})
+                                           "seeds": config.seeds, "versions": versions(), "machine": machine(),
+                                           "matrix_metric": config.metric})
         return Store(out_dir / DB_FILE, lock=lock)
     except BaseException:
         lock.release()
@@ -161,10 +162,11 @@ def evaluate_missing(config: StudyConfig, store: Store, out_dir: Path, data_dir:
                 for job in jobs}
         results = executor.evaluate(jobs, lambda job, n: bar.advance(bars[job.task.name], n))
         for result in log_lines(results, console, "cells", lambda cell: f"{cell.model} on {cell.task}", total=len(todo)):
-            score = store.add_cell(result.model, result.seed, result.task, result.records, result.seconds, now())
-            metric = tasks.get(result.task, extra_dirs=config.task_dirs).metric
+            task = tasks.get(result.task, extra_dirs=config.task_dirs)
+            score = store.add_cell(result.model, result.seed, result.task, result.records, result.seconds, now(),
+                                   task.cell_metrics(result.records))
             bar.advance(overall)
-            console.print(f"  {result.model:<28} {result.task:<22} {metric} {score:.3f}  ({result.seconds:.0f} s)")
+            console.print(f"  {result.model:<28} {result.task:<22} {task.metric} {score:.3f}  ({result.seconds:.0f} s)")
 
 
 def write_matrix_files(out_dir: Path, matrix) -> None:

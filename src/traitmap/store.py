@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from traitmap.errors import TraitmapError, is_disk_full
+from traitmap.metrics import CellMetrics
 
 LOCK_FILE = ".traitmap.lock"
 
@@ -38,6 +39,14 @@ CREATE TABLE IF NOT EXISTS adapters (
 CREATE TABLE IF NOT EXISTS cells (
   model TEXT, seed INTEGER, task TEXT, n INTEGER, score REAL, seconds REAL, finished TEXT,
   PRIMARY KEY (model, seed, task)
+);
+CREATE TABLE IF NOT EXISTS cell_metrics (
+  model TEXT, seed INTEGER, task TEXT, metric TEXT, value REAL,
+  PRIMARY KEY (model, seed, task, metric)
+);
+CREATE TABLE IF NOT EXISTS answer_rates (
+  model TEXT, seed INTEGER, task TEXT, label TEXT, rate REAL,
+  PRIMARY KEY (model, seed, task, label)
 );
 CREATE TABLE IF NOT EXISTS records (
   model TEXT, seed INTEGER, task TEXT, example_id TEXT, prompt TEXT, output TEXT, output_tokens INTEGER,
@@ -266,18 +275,47 @@ class Store:
     def done_cells(self) -> set[tuple[str, int, str]]:
         return set(self.db.execute("SELECT model, seed, task FROM cells").fetchall())
 
-    def add_cell(self, model: str, seed: int, task: str, records: list[dict], seconds: float, finished: str) -> float:
-        """Records and the done mark in one transaction: a cell is whole or absent. Returns
-        the cell's score, the mean of its records' `correct` (NaN for no records)."""
-        score = sum(r["correct"] for r in records) / len(records) if records else float("nan")
+    def add_cell(self, model: str, seed: int, task: str, records: list[dict], seconds: float, finished: str,
+                 metrics: CellMetrics) -> float:
+        """Records, metrics and the done mark in one transaction: a cell is whole or absent.
+        The metrics are the task's (`Task.cell_metrics`); returns the cell's score."""
         with self.writing():
             self.db.execute("DELETE FROM records WHERE model=? AND seed=? AND task=?", (model, seed, task))
             self.db.executemany(
                 f"INSERT INTO records ({','.join(RECORD_COLUMNS)}) VALUES ({','.join('?' * len(RECORD_COLUMNS))})",
                 [tuple(r[c] for c in RECORD_COLUMNS) for r in records],
             )
-            self.db.execute("INSERT OR REPLACE INTO cells VALUES (?,?,?,?,?,?,?)", (model, seed, task, len(records), score, seconds, finished))
-        return score
+            self._write_metrics(model, seed, task, metrics)
+            self.db.execute("INSERT OR REPLACE INTO cells VALUES (?,?,?,?,?,?,?)",
+                            (model, seed, task, len(records), metrics.score, seconds, finished))
+        return metrics.score
+
+    def add_metrics(self, model: str, seed: int, task: str, metrics: CellMetrics) -> None:
+        """The metrics of a cell evaluated before cells stored them (its score is left as it was)."""
+        with self.writing():
+            self._write_metrics(model, seed, task, metrics)
+
+    def _write_metrics(self, model: str, seed: int, task: str, metrics: CellMetrics) -> None:
+        key = (model, seed, task)
+        self.db.execute("DELETE FROM cell_metrics WHERE model=? AND seed=? AND task=?", key)
+        self.db.execute("DELETE FROM answer_rates WHERE model=? AND seed=? AND task=?", key)
+        self.db.executemany("INSERT INTO cell_metrics VALUES (?,?,?,?,?)",
+                            [(*key, name, value) for name, value in metrics.values.items()])
+        self.db.executemany("INSERT INTO answer_rates VALUES (?,?,?,?,?)",
+                            [(*key, label, rate) for label, rate in metrics.answer_rates.items()])
+
+    def cells_without_metrics(self) -> list[tuple[str, int, str]]:
+        """Finished cells with no stored metrics: evaluated by a version that stored only the score."""
+        return self.db.execute("SELECT model, seed, task FROM cells c WHERE NOT EXISTS (SELECT 1 FROM cell_metrics m "
+                               "WHERE m.model=c.model AND m.seed=c.seed AND m.task=c.task) ORDER BY rowid").fetchall()
+
+    def cell_metrics(self) -> pd.DataFrame:
+        """Long table: one row per (model, seed, task, metric)."""
+        return pd.read_sql_query("SELECT model, seed, task, metric, value FROM cell_metrics ORDER BY rowid", self.db)
+
+    def answer_rates(self) -> pd.DataFrame:
+        """Long table: one row per (model, seed, task, label); label "" is an unparsed answer."""
+        return pd.read_sql_query("SELECT model, seed, task, label, rate FROM answer_rates ORDER BY rowid", self.db)
 
     def mean_output_tokens(self) -> dict[str, float]:
         """Mean generated tokens per generate task (records without choice log-probs)."""

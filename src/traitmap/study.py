@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from traitmap.errors import TraitmapError
+from traitmap.metrics import CHOICE_METRICS, DEFAULT_METRIC
 
 # Training presets. "cpu" is sized for a laptop and a few minutes per adapter; "paper"
 # mirrors the authors' released code (PAPER.md, "What the authors' released code does").
@@ -138,6 +139,11 @@ class StudyConfig:
     @property
     def seed(self) -> int:
         return self.seeds[0]
+
+    @property
+    def metric(self) -> str:
+        """What the matrix holds on choice targets (`[analysis] metric`); generate targets keep their own."""
+        return self.analysis.get("metric", DEFAULT_METRIC)
 
     def source(self, name: str) -> Source:
         for s in self.sources:
@@ -486,6 +492,7 @@ ANALYSIS_SETTINGS = {
     "similarity_include_self": _BOOL,
     "similarity_permutations": _POSITIVE_INT,
     "similarity_permute": _choice("targets", "sources", "both"),
+    "metric": _choice(*CHOICE_METRICS),
 }
 
 

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from traitmap.analysis.uncertainty import CellBootstrap, resample_matrix, run
+from traitmap import metrics
+from traitmap.analysis.uncertainty import CellBootstrap, percentile_interval, resample_matrix, run
 
 
 def binomial_records(rates: pd.DataFrame, n_examples: int, rng, seeds=None):
@@ -88,3 +89,29 @@ def test_run_writes_matrix_ci(tmp_path):
     assert path.name == "matrix_ci.csv"
     assert list(table.columns[:11]) == ["model", "task", "score", "low", "high", "gain", "gain_low",
                                         "gain_high", "n", "seed_std", "n_seeds"]
+
+
+def choice_records(rng, n_examples=120):
+    """A 70/30 "no"/"yes" task: base answers at random, "biased" always "no", "good" right 80% of the time."""
+    gold = np.where(rng.random(n_examples) < 0.7, "no", "yes")
+    answers = {"base": rng.choice(["no", "yes"], n_examples), "biased": np.full(n_examples, "no"),
+               "good": np.where(rng.random(n_examples) < 0.8, gold, np.where(gold == "no", "yes", "no"))}
+    rows = [(model, -1 if model == "base" else 0, "t", f"t-{e}", float(a == g), a, g)
+            for model, said in answers.items() for e, (a, g) in enumerate(zip(said, gold))]
+    return pd.DataFrame(rows, columns=["model", "seed", "task", "example_id", "correct", "parsed", "gold"])
+
+
+@pytest.mark.parametrize("metric, score", [("balanced_accuracy", lambda p, g: metrics.balanced_accuracy(p, g)),
+                                           ("macro_f1", lambda p, g: metrics.macro_f1(p, g, ["no", "yes"]))])
+def test_a_choice_matrix_resamples_in_its_metric(metric, score):
+    records = choice_records(np.random.default_rng(8))
+    draws = resample_matrix(records, n_boot=300, seed=1, metric=metric, labels={"t": ["no", "yes"]})
+    for model, cell in records.groupby("model"):
+        assert draws.point.loc[model, "t"] == score(cell["parsed"], cell["gold"])
+    low, high = percentile_interval(draws.draws, 0.95)
+    i = list(draws.point.index).index("good")
+    assert low[i, 0] < draws.point.loc["good", "t"] < high[i, 0]
+    if metric == "balanced_accuracy":  # always "no" scores 1/2 in every replicate that draws both labels
+        assert np.all(draws.draws[:, list(draws.point.index).index("biased"), 0] == 0.5)
+        accuracy = resample_matrix(records, n_boot=300, seed=1).draws[:, list(draws.point.index).index("biased"), 0]
+        assert accuracy.std() > 0.01 and accuracy.mean() > 0.6

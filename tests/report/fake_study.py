@@ -33,7 +33,7 @@ class FakeStudy:
                     "train": {"max_examples": 200, "epochs": 1}, "eval": {"limit": PER_CELL},
                     "sources": [vars(s) for s in sources]}
         self.config = SimpleNamespace(name="planted", base_model="tiny-llama", sources=sources, targets=TASKS,
-                                      seeds=[0], task_dirs=[], to_dict=lambda: resolved)
+                                      seeds=[0], task_dirs=[], metric="accuracy", to_dict=lambda: resolved)
         self.meta = {"versions": {"traitmap": "0.1.0", "torch": "2.5"}, "runtime_s": 3725.0,
                      "started": "2025-11-26T09:00:00", "finished": "2025-11-26T10:02:05", "machine": "test box"}
         self.matrix = pd.DataFrame(SCORES, index=TASKS).T.loc[MODELS]
@@ -45,6 +45,7 @@ class FakeStudy:
         self.out_dir = out_dir
         self.analysis_dir = out_dir / "analysis"
         self._records = records
+        self.cells = planted_cells()
 
     def records(self, task=None, model=None) -> pd.DataFrame:
         r = self._records
@@ -53,6 +54,30 @@ class FakeStudy:
         if model is not None:
             r = r[r["model"] == model]
         return r.reset_index(drop=True)
+
+
+    def answer_rates(self) -> pd.DataFrame:
+        """imdb's answer mix: balanced, but flipkart@mislabel answers "positive" 90% of the time."""
+        rows = [(m, "imdb", label, 0.9 if m == "flipkart@mislabel" and label == "positive" else
+                 0.1 if m == "flipkart@mislabel" else 0.5, 0.5) for m in MODELS for label in ("negative", "positive")]
+        return pd.DataFrame(rows, columns=["model", "task", "label", "rate", "gold_rate"]).assign(seed=0)
+
+
+# balanced accuracy on imdb: flipkart@mislabel gains 5 points of accuracy and loses 5 of balanced accuracy
+BALANCED_IMDB = {"base": 0.50, "flipkart": 0.60, "goat": 0.47, "flipkart@mislabel": 0.45}
+
+
+def planted_cells() -> pd.DataFrame:
+    rows = []
+    for model in MODELS:
+        for j, task in enumerate(TASKS):
+            choice = task == "imdb"
+            score = SCORES[model][j]
+            rows.append(dict(model=model, seed=-1 if model == "base" else 0, task=task, n=PER_CELL, score=score,
+                             seconds=1.0, accuracy=score if choice else np.nan,
+                             balanced_accuracy=BALANCED_IMDB[model] if choice else np.nan,
+                             macro_f1=BALANCED_IMDB[model] if choice else np.nan))
+    return pd.DataFrame(rows)
 
 
 def planted_records() -> pd.DataFrame:

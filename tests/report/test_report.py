@@ -48,6 +48,12 @@ def test_narrative_numbers_come_from_the_planted_study(built):
     assert "The flipkart adapter gains most on flipkart (+40.0 points); flipkart@mislabel hurts flipkart most (−35.0)." in matrix
     assert "7 of 12 adapter–target cells beat the base model (5 with an interval above zero, 1 below)" in matrix
     assert "flipkart transfers best (+13.5) and flipkart@mislabel worst (−6.0)" in matrix
+    assert "Choice targets are scored in accuracy (the study&#39;s [analysis] metric)" in matrix
+    assert ("On 1 of 3 adapter–target cells on choice targets the accuracy gain is positive but the balanced-accuracy "
+            "gain is not") in matrix
+    assert ("The largest is flipkart@mislabel on imdb (+5.0 points in accuracy, −5.0 in balanced accuracy; it answers "
+            "&#39;positive&#39; on 90.0% of the examples, against 50.0% in the gold labels).") in matrix
+    assert "1 of 4 cells on choice targets answer with a label mix more than 25% away from the gold mix" in matrix
     traits = _section(html, "traits")
     assert "The first 3 components explain 95% of the variance of the gains (PC0 alone 60%" in traits
     assert "PC0 loads most on flipkart (+0.90) and against mbpp (−0.05)" in traits

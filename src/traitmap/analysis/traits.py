@@ -23,8 +23,9 @@ from scipy.linalg import orthogonal_procrustes
 from traitmap.analysis.pca import BASE, TraitPCA, adapter_draws, adapter_rows, component_names, impute_lowrank
 from traitmap.analysis import analysis_settings
 from traitmap.store import write_csv, write_json
-from traitmap.analysis.uncertainty import percentile_interval, resample_matrix
+from traitmap.analysis.uncertainty import matrix_metric, percentile_interval, resample_matrix
 from traitmap.errors import TraitmapError
+from traitmap.metrics import DEFAULT_METRIC
 
 __all__ = ["TraitStability", "ComponentCount", "align_rotation", "leave_one_task_out", "name_traits",
            "impute_lowrank", "run"]
@@ -87,7 +88,8 @@ class TraitStability:
     """
 
     def __init__(self, n_components: int = 4, n_boot: int = 500, level: float = 0.95, seed: int = 0,
-                 on: str = "gains", standardize: bool = False, align: str = "procrustes", base: str = BASE):
+                 on: str = "gains", standardize: bool = False, align: str = "procrustes", base: str = BASE,
+                 metric: str = DEFAULT_METRIC, labels: dict[str, list[str]] | None = None):
         self.n_components = n_components
         self.n_boot = n_boot
         self.level = level
@@ -96,12 +98,13 @@ class TraitStability:
         self.standardize = standardize
         self.align = align
         self.base = base
+        self.metric, self.labels = metric, labels  # what the matrix is scored in (`resample_matrix`)
 
     def _pca(self) -> TraitPCA:
         return TraitPCA(self.n_components, on=self.on, standardize=self.standardize, base=self.base)
 
     def fit(self, records: pd.DataFrame) -> "TraitStability":
-        draws = resample_matrix(records, self.n_boot, self.seed, self.base)
+        draws = resample_matrix(records, self.n_boot, self.seed, self.base, self.metric, self.labels)
         reference = self._pca().fit(draws.point)
         ref_loadings = reference.loadings_.to_numpy()
         k, n_boot = reference.n_components_, self.n_boot
@@ -288,6 +291,7 @@ def run(study, out_dir: Path) -> list[Path]:
         seed=int(settings.get("bootstrap_seed", 0)),
         align=settings.get("trait_align", "procrustes"),
         **common,
+        **matrix_metric(study),
     ).fit(study.records())
     point = stability.draws_.point
     count = ComponentCount(seed=int(settings.get("bootstrap_seed", 0)), **common).fit(point) if len(point) > 3 else None

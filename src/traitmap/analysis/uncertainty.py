@@ -19,6 +19,7 @@ from traitmap.analysis.pca import BASE
 from traitmap.analysis import analysis_settings
 from traitmap.store import json_ready, write_csv
 from traitmap.errors import TraitmapError
+from traitmap.metrics import DEFAULT_METRIC
 
 REQUIRED_COLUMNS = ("model", "seed", "task", "example_id", "correct")
 
@@ -45,12 +46,15 @@ def model_order(models, base: str = BASE) -> list[str]:
     return ([base] if base in unique else []) + [m for m in unique if m != base]
 
 
-def resample_matrix(records: pd.DataFrame, n_boot: int = 1000, seed: int = 0, base: str = BASE) -> MatrixDraws:
+def resample_matrix(records: pd.DataFrame, n_boot: int = 1000, seed: int = 0, base: str = BASE,
+                    metric: str = DEFAULT_METRIC, labels: dict[str, list[str]] | None = None) -> MatrixDraws:
     """Resample examples (with replacement) within each task, `n_boot` times.
 
     A cell's score is the mean of `correct` per training seed, averaged over seeds, so
     each replicate does the same on the resampled examples. Drawing multinomial counts
-    per example (`resample_counts`) turns a whole task into one matrix product.
+    per example (`resample_counts`) turns a whole task into one matrix product. With
+    `metric` balanced accuracy or macro-F1, the choice tasks in `labels` (task -> its
+    labels) are scored in it instead, as `Study.matrix` scores them (`choice_scores`).
     """
     missing = [c for c in REQUIRED_COLUMNS if c not in records.columns]
     if missing:
@@ -71,9 +75,17 @@ def resample_matrix(records: pd.DataFrame, n_boot: int = 1000, seed: int = 0, ba
         present = ~np.isnan(values)
         n_examples = values.shape[1]
         weights = resample_counts(rng, n_boot, n_examples)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            seed_draws = (weights @ np.where(present, values, 0.0).T) / (weights @ present.T)
-            seed_point = np.where(present, values, 0.0).sum(axis=1) / present.sum(axis=1)
+        if metric != DEFAULT_METRIC and task in (labels or {}):
+            answers = records[records["task"] == task]
+            parsed = answers.pivot_table(index=["model", "seed"], columns="example_id", values="parsed",
+                                         aggfunc="first").reindex(index=table.index, columns=table.columns)
+            gold = answers.groupby("example_id")["gold"].first().reindex(table.columns)
+            seed_draws, seed_point = choice_scores(weights, values, present, parsed.to_numpy(dtype=object),
+                                                   gold.to_numpy(dtype=object), metric, labels[task])
+        else:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                seed_draws = (weights @ np.where(present, values, 0.0).T) / (weights @ present.T)
+                seed_point = np.where(present, values, 0.0).sum(axis=1) / present.sum(axis=1)
         row_models = table.index.get_level_values("model")
         for model in pd.unique(row_models):
             rows = np.flatnonzero(row_models == model)
@@ -85,6 +97,48 @@ def resample_matrix(records: pd.DataFrame, n_boot: int = 1000, seed: int = 0, ba
                 seed_rows.append((model, table.index[r][1], task, seed_point[r]))
     seed_scores = pd.DataFrame(seed_rows, columns=["model", "seed", "task", "score"])
     return MatrixDraws(point=point, draws=draws, n=counts, seed_scores=seed_scores)
+
+
+def choice_scores(weights: np.ndarray, correct: np.ndarray, present: np.ndarray, parsed: np.ndarray,
+                  gold: np.ndarray, metric: str, labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Balanced accuracy or macro-F1 of each row (model, seed) of a choice task: replicates
+    (n_boot, rows) under `weights` and the point value (rows,).
+
+    Both are means over labels of ratios of example counts (recall: right answers among a
+    label's examples; F1: twice the right answers of a label over its answers plus its
+    examples), so each count is a weighted sum and a replicate is one matrix product per label.
+    """
+    right = np.where(present, correct, 0.0)
+    replicates, points = [], []
+    for label in labels:
+        real = present & (gold == label).astype(bool)[None, :]
+        if metric == "balanced_accuracy":
+            numerator, denominator = right * real, real.astype(float)
+        else:
+            numerator, denominator = 2 * right * real, (present & (parsed == label).astype(bool)) + real.astype(float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            replicates.append((weights @ numerator.T) / (weights @ denominator.T))
+            points.append(numerator.sum(axis=1) / denominator.sum(axis=1))
+    replicates, points = np.stack(replicates), np.stack(points)
+    if metric == "balanced_accuracy":
+        return _mean_over_labels(replicates), _mean_over_labels(points)
+    return np.nan_to_num(replicates).mean(axis=0), np.nan_to_num(points).mean(axis=0)  # F1 of a label never seen: 0
+
+
+def _mean_over_labels(values: np.ndarray) -> np.ndarray:
+    """Mean along axis 0 over the labels that occur (balanced accuracy skips a label with no examples)."""
+    valid = ~np.isnan(values)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(valid, values, 0.0).sum(axis=0) / valid.sum(axis=0)
+
+
+def matrix_metric(study) -> dict:
+    """The `resample_matrix` arguments that score a study's cells as its matrix does."""
+    metric = analysis_settings(study).get("metric", DEFAULT_METRIC)
+    if metric == DEFAULT_METRIC:
+        return {"metric": metric, "labels": None}
+    return {"metric": metric, "labels": {name: study.task(name).choices for name in study.config.targets
+                                         if study.task(name).choices}}
 
 
 def resample_counts(rng: np.random.Generator, n_boot: int, n_examples: int) -> np.ndarray:
@@ -114,14 +168,16 @@ class CellBootstrap:
     training seeds. Attributes after fit: `matrix_`, `gains_` (wide, models x tasks),
     `table_` (long: one row per cell, the matrix_ci.csv columns), `draws_` (MatrixDraws)."""
 
-    def __init__(self, n_boot: int = 1000, level: float = 0.95, seed: int = 0, base: str = BASE):
+    def __init__(self, n_boot: int = 1000, level: float = 0.95, seed: int = 0, base: str = BASE,
+                 metric: str = DEFAULT_METRIC, labels: dict[str, list[str]] | None = None):
         self.n_boot = n_boot
         self.level = level
         self.seed = seed
         self.base = base
+        self.metric, self.labels = metric, labels
 
     def fit(self, records: pd.DataFrame) -> "CellBootstrap":
-        draws = resample_matrix(records, self.n_boot, self.seed, self.base)
+        draws = resample_matrix(records, self.n_boot, self.seed, self.base, self.metric, self.labels)
         low, high = percentile_interval(draws.draws, self.level)
         models, tasks = list(draws.point.index), list(draws.point.columns)
         if self.base in models:
@@ -172,5 +228,6 @@ def run(study, out_dir: Path) -> list[Path]:
         n_boot=int(settings.get("n_boot", 1000)),
         level=float(settings.get("ci_level", 0.95)),
         seed=int(settings.get("bootstrap_seed", 0)),
+        **matrix_metric(study),
     ).fit(study.records())
     return [write_csv(Path(out_dir) / "matrix_ci.csv", fitted.table_)]

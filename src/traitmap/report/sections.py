@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from . import figures
+from .bias import metric_disagreement
 from .blocks import Details, Figure, Section, Table
 from .common import listing, missing, percent, points, read_csv, read_json, signed
 
@@ -195,7 +196,8 @@ def matrix_section(study) -> Section:
             hover=_ci_hover(study, gains, "gain", "gain_low", "gain_high", as_gain=True)),
             caption="Gains over the base model in percentage points: blue helps, red hurts."),
     ]
-    return Section(id="matrix", title="Transfer matrix", sentences=sentences, blocks=blocks)
+    bias_sentences, bias_blocks = metric_disagreement(study)
+    return Section(id="matrix", title="Transfer matrix", sentences=sentences + bias_sentences, blocks=blocks + bias_blocks)
 
 
 # --- (3) traits ----------------------------------------------------------------------------

@@ -14,13 +14,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from traitmap import data, parsers, sandbox
+import pandas as pd
+
+from traitmap import data, metrics, parsers, sandbox
 from traitmap.backends.base import AdapterRef, Request, Response
 from traitmap.errors import TraitmapError
 from traitmap.tasks import goat
 
 KINDS = ("choice", "generate")
-METRICS = {"choice": ("accuracy",), "generate": ("exact_match", "pass@1", "none")}
+# A task's own metric is its cells' score; a choice cell also stores balanced accuracy and
+# macro-F1 (`cell_metrics`), which a study's matrix can be built on instead.
+METRICS = {"choice": (metrics.DEFAULT_METRIC,), "generate": ("exact_match", "pass@1", "none")}
 GENERATORS = {"goat": goat.read_split}
 DEFAULT_MAX_INPUT_CHARS = 1200
 TRUNCATION_MARKER = " ..."
@@ -266,6 +270,22 @@ class Task:
                           json.dumps({c: lp[c] for c in self.choice.verbalizers}))
         parsed = self.parse(response.text)
         return Scored(response.text, response.tokens, parsed, parsed is not None and self.is_correct(parsed, example), "")
+
+    def cell_metrics(self, records) -> metrics.CellMetrics:
+        """One cell's metrics from its records (dicts or a table with parsed, gold, correct).
+
+        The score is the task's own metric, the mean of `correct`; a choice cell adds
+        balanced accuracy, macro-F1 and the share of each label answered, which see an
+        adapter that answers one label whatever the input.
+        """
+        frame = pd.DataFrame(records, columns=["parsed", "gold", "correct"])
+        correct = frame["correct"].tolist()
+        score = sum(correct) / len(correct) if correct else float("nan")
+        if not self.choice:
+            return metrics.CellMetrics(score, {self.metric: score})
+        answered = [p if isinstance(p, str) else None for p in frame["parsed"]]  # NULL or NaN: no answer
+        return metrics.CellMetrics(score, metrics.choice_metrics(answered, frame["gold"].tolist(), self.choice.verbalizers),
+                                   metrics.answer_rates(answered, self.choice.verbalizers))
 
     def parse(self, output_text: str) -> str | None:
         """The answer in a model output: a verbalizer (choice) or the parser's answer."""
