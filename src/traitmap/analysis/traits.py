@@ -306,8 +306,9 @@ def explain_by_behaviour(scores: pd.DataFrame, table: pd.DataFrame, n_permutatio
     """Per component: the behaviours its adapter scores follow (Spearman rho), with p-values
     corrected for trying every behaviour (max-|rho| over behaviours under permuted adapters).
 
-    Returns {component: {"name", "behaviours": [{"behaviour", "rho", "p"}] (p < alpha, by |rho|),
-    "best": the strongest whatever its p}}; "name" is None where no behaviour passes."""
+    Returns {component: {"name", "behaviours": [{"behaviour", "rho", "p"}] (p < alpha: the one the
+    name leads with, then by |rho|), "best": the strongest whatever its p}}; "name" is None where
+    no behaviour passes."""
     adapters = [a for a in scores.index if a in table.index]
     table = table.loc[adapters].dropna(axis=1)
     if len(adapters) < 4 or table.empty:
@@ -326,8 +327,19 @@ def explain_by_behaviour(scores: pd.DataFrame, table: pd.DataFrame, n_permutatio
         found = sorted(({"behaviour": b, "rho": float(r), "p": float(q)} for b, r, q in zip(table.columns, rho, p)),
                        key=lambda e: -abs(e["rho"]))
         passing = [e for e in found if e["p"] < BEHAVIOUR_ALPHA]
+        lead = behaviour_lead(passing)
+        passing = [e for e in passing if e is lead] + [e for e in passing if e is not lead]
         out[component] = {"name": behaviour_name(passing), "behaviours": passing, "best": found[0]}
     return out
+
+
+def behaviour_lead(passing: list[dict]) -> dict | None:
+    """The behaviour a name starts with: among label answers, the strongest that rises with
+    the score (a label answered more), else the strongest."""
+    if not passing or not passing[0]["behaviour"].startswith("'"):
+        return passing[0] if passing else None
+    labels = [e for e in passing if e["behaviour"].startswith("'")]
+    return next((e for e in labels if e["rho"] > 0), labels[0])
 
 
 def behaviour_name(passing: list[dict]) -> str | None:

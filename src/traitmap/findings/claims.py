@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
-from scipy.stats import binomtest, rankdata
+from scipy.stats import rankdata
 
 from traitmap.analysis.classes import js_distance
 from traitmap.analysis.traits import ComponentCount, behaviours, explain_by_behaviour, resolved_components
@@ -149,8 +149,8 @@ def contrast_cause(ev: Evidence, c: Contrast, models: list[str], targets: list[s
     floor = [t for t in targets if on_floor(ev, t, models)]
     if len(floor) == len(targets):
         return (f"floor: the base model and these adapters score at most {percent(FLOOR)} on average on "
-                f"{', '.join(floor)}, so no difference can show (power {percent(calibration.power)} at the paper's "
-                "effect)")
+                f"{', '.join(floor)}: this model barely solves it, so a gain there is not the paper's effect on a "
+                "model that does")
     parts = []
     if floor:
         parts.append(f"floor on {', '.join(floor)}")
@@ -229,6 +229,16 @@ def null_truth(ev: Evidence, sims: int) -> np.ndarray:
     return np.broadcast_to(base, (sims, len(ev.matrix) - 1, len(base))).copy()
 
 
+def resolved_of(ev: Evidence) -> list[str]:
+    """The components beyond chance: traits.json's count where the study has one, else the
+    same sequential parallel analysis run here."""
+    traits = ev.document("traits.json")
+    if traits and (traits.get("component_count") or {}).get("n_components") is not None:
+        return resolved_components(traits)
+    count = ComponentCount(seed=BOOT_SEED).fit(ev.matrix)
+    return list(count.eigenvalues_.index[: count.n_components_])
+
+
 def four_components(ev: Evidence) -> Finding | None:
     """Structure beyond noise: the first four components' share of the gains' variance,
     against gains with each task's column shuffled and against pure evaluation noise."""
@@ -264,6 +274,14 @@ def four_components(ev: Evidence) -> Finding | None:
                f"evaluation noise around the base model gives {percent(float(np.median(noise)))} (95th percentile "
                f"{percent(noise_q)}, {p_text(p_noise)}), and gains with each task's column shuffled across adapters "
                f"give {p_text(p_perm)}. The claim is read as structure beyond noise: both must be beaten.")
+    explained = [f"{c} follows {behaviour_text(info)}" for c, info in component_behaviour(ev).items()
+                 if info.get("name")]
+    if explained:
+        reading += " What the components follow in the adapters' answers: " + "; ".join(explained) + "."
+    resolved = resolved_of(ev)
+    reading += (f" Component by component (sequential parallel analysis, the count the traits use) this study resolves "
+                f"{count(len(resolved), 'component')} beyond chance" + (f" ({', '.join(resolved)})." if resolved else
+                ": the structure is there in aggregate, but no single trait stands out from noise."))
     cause = ""
     if verdict == INCONCLUSIVE:
         cause = (f"too few adapters: {n} adapters cannot show structure beyond noise (power {percent(power)} at the "
@@ -346,13 +364,7 @@ class TraitTests:
         generator = cal.rng()
         self.cos = cosines(self.loadings.to_numpy(), rows)  # traits x components
         self.p = dict(zip(self.templates, max_statistic_p(self.loadings.to_numpy(), rows, N_PERMUTATIONS, generator)))
-        traits = ev.document("traits.json")
-        if traits and (traits.get("component_count") or {}).get("n_components") is not None:
-            self.resolved = resolved_components(traits)
-        else:
-            count = ComponentCount(seed=BOOT_SEED).fit(ev.matrix)
-            self.resolved = list(count.eigenvalues_.index[: count.n_components_])
-        self.traits = traits or {}
+        self.resolved = resolved_of(ev)
         self.floor = [t for t in tasks if t in ev.matrix.columns and on_floor(ev, t)]
         self.tasks = tasks
         # calibration: the whole pipeline (count, PCA, corrected match) on simulated studies
@@ -546,7 +558,7 @@ def length_parts(rows: pd.DataFrame) -> str:
         part = rows[rows["kind"] == kind]
         if len(part) >= 3:
             e, _ = length_estimate(part)
-            parts.append(f"adapters of {kind} sources: median {e.value:.2f} ({e.low:.2f} to {e.high:.2f}, "
+            parts.append(f"sources with {kind}: median {e.value:.2f} ({e.low:.2f} to {e.high:.2f}, "
                          f"{len(part)} pairs)")
     return "; ".join(parts)
 
