@@ -313,6 +313,9 @@ def explain_by_behaviour(scores: pd.DataFrame, table: pd.DataFrame, n_permutatio
     table = table.loc[adapters].dropna(axis=1)
     if len(adapters) < 4 or table.empty:
         return {}
+    table = table.loc[:, table.nunique() > 1]
+    if table.empty:
+        return {}
     behaviour_ranks = rankdata(table.to_numpy(dtype=float), axis=0)
     behaviour_ranks = (behaviour_ranks - behaviour_ranks.mean(axis=0)) / behaviour_ranks.std(axis=0)
     generator = np.random.default_rng(seed)
@@ -320,6 +323,8 @@ def explain_by_behaviour(scores: pd.DataFrame, table: pd.DataFrame, n_permutatio
     out = {}
     for component in scores.columns:
         ranks = rankdata(scores.loc[adapters, component].to_numpy(dtype=float))
+        if ranks.std() == 0:
+            continue
         ranks = (ranks - ranks.mean()) / ranks.std()
         rho = ranks @ behaviour_ranks / len(adapters)
         null = np.abs(ranks[order] @ behaviour_ranks / len(adapters)).max(axis=1)

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from . import calibration
 from .claims import CLAIMS, INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, Finding, evaluate
 from .evidence import Evidence
 from .render import findings_markdown, readme_block, replace_block
 
-__all__ = ["CLAIMS", "Evidence", "Finding", "INCONCLUSIVE", "NOT_REPRODUCED", "REPRODUCED", "evaluate",
+__all__ = ["CLAIMS", "Evidence", "calibration", "Finding", "INCONCLUSIVE", "NOT_REPRODUCED", "REPRODUCED", "evaluate",
            "generate", "of_study"]
 
 
