@@ -1,5 +1,6 @@
-"""The paper's claims tested on finished studies (issue 9): `evidence` reads a study,
-`claims` holds one test per claim, `render` writes docs/findings.md and the README block."""
+"""The paper's claims tested on finished studies: `evidence` reads a study, `claims` holds
+one test per claim, `calibration` reruns each rule on simulated nulls and planted effects,
+`render` writes docs/findings.md and the README block."""
 
 from __future__ import annotations
 

@@ -256,18 +256,6 @@ def read_scores(path: Path) -> pd.DataFrame:
     return frame
 
 
-def median_interval(values: Iterable[float], seed: int = BOOT_SEED) -> Estimate:
-    """The median of independent values with a percentile bootstrap interval."""
-    x = np.asarray(list(values), dtype=float)
-    x = x[np.isfinite(x)]
-    if not len(x):
-        raise TraitmapError("no finite values to summarize")
-    rng = np.random.default_rng(seed)
-    medians = np.median(x[rng.integers(0, len(x), size=(N_BOOT, len(x)))], axis=1)
-    low, high = percentile_interval(medians, LEVEL)
-    return Estimate(float(np.median(x)), float(low), float(high))
-
-
 def loss_still_falling(path: Path, alpha: float = 0.05) -> dict[str, bool]:
     """Per adapter: did its training loss still fall over the last quarter of its steps
     (least-squares slope below zero, p < alpha)? Empty when there is no training log."""
