@@ -130,10 +130,6 @@ def p_equivalence(replicates: np.ndarray, margin: float) -> float:
     return float(max((1 + (replicates >= margin).sum()) / (b + 1), (1 + (replicates <= -margin).sum()) / (b + 1)))
 
 
-def fp_text(c: Calibration) -> str:
-    return percent(c.false_positive)
-
-
 def on_floor(ev: Evidence, task: str, models: list[str] | None = None) -> bool:
     """Base and adapters near zero on `task`: the base model's score and the adapters' mean
     at most FLOOR (all adapters, or those named)."""
@@ -164,8 +160,8 @@ def contrast_cause(ev: Evidence, c: Contrast, models: list[str], targets: list[s
                      f"the paper's effect ({points(effect)}); this study has {now}")
     elif calibration.power is not None and calibration.power < cal.POWER_TARGET:
         parts.append(f"too few examples: power {percent(calibration.power)} at the paper's effect")
-    return "; ".join(parts) or (f"no sign of the effect: the rule has power {percent(calibration.power)} at the "
-                                f"paper's effect ({points(effect)}), which the interval excludes")
+    return "; ".join(parts) or (f"no sign of the effect, although the rule has power {percent(calibration.power)} "
+                                f"at the paper's effect ({points(effect)})")
 
 
 def contrast_finding(ev: Evidence, claim: str, section: str, measure: str, first: list[str], second: list[str],
@@ -357,8 +353,8 @@ class TraitTests:
         self.ok = bool(pca) and not has_variants(ev) and x is not None
         if not self.ok:
             return
-        loadings = pd.DataFrame(pca["loadings"]).T  # components x tasks
-        tasks = list(loadings.columns)
+        tasks = list(ev.matrix.columns)  # the simulated studies have the matrix's columns
+        loadings = pd.DataFrame(pca["loadings"]).T.reindex(columns=tasks).fillna(0.0)  # components x tasks
         self.k = min(4, len(loadings))
         self.loadings = loadings.iloc[: self.k]
         self.templates = templates(ev, tasks)
