@@ -306,9 +306,8 @@ def explain_by_behaviour(scores: pd.DataFrame, table: pd.DataFrame, n_permutatio
     """Per component: the behaviours its adapter scores follow (Spearman rho), with p-values
     corrected for trying every behaviour (max-|rho| over behaviours under permuted adapters).
 
-    Returns {component: {"name", "behaviours": [{"behaviour", "rho", "p"}] (p < alpha: the one the
-    name leads with, then by |rho|), "best": the strongest whatever its p}}; "name" is None where
-    no behaviour passes."""
+    Returns {component: {"name", "behaviours": [{"behaviour", "rho", "p"}]}}: the behaviours with
+    p < alpha, the one the name leads with first, then by |rho|; "name" is None where none passes."""
     adapters = [a for a in scores.index if a in table.index]
     table = table.loc[adapters].dropna(axis=1)
     if len(adapters) < 4 or table.empty:
@@ -334,7 +333,7 @@ def explain_by_behaviour(scores: pd.DataFrame, table: pd.DataFrame, n_permutatio
         passing = [e for e in found if e["p"] < BEHAVIOUR_ALPHA]
         lead = behaviour_lead(passing)
         passing = [e for e in passing if e is lead] + [e for e in passing if e is not lead]
-        out[component] = {"name": behaviour_name(passing), "behaviours": passing, "best": found[0]}
+        out[component] = {"name": behaviour_name(passing), "behaviours": passing}
     return out
 
 

@@ -2,8 +2,10 @@
 published copy of it (`traitmap export`), and paired bootstrap estimates over them.
 
 Every difference between models is paired: all models answered the same examples, and
-each bootstrap replicate resamples those examples once for all of them
-(`analysis.uncertainty.resample_matrix`), so an interval is as narrow as the pairing allows.
+each bootstrap replicate resamples those examples once for all of them (the matrix's
+replicates from `analysis.uncertainty.resample_matrix`; a `Contrast` draws its own with the
+same resampler and keeps the per-example outcomes, so a claim's rule can be rerun on
+simulated ones), so an interval is as narrow as the pairing allows.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from typing import Callable, Iterable
 
 import numpy as np
 import pandas as pd
-
 from scipy.stats import linregress
 
 from traitmap import plan, tasks

@@ -105,6 +105,11 @@ def findings_markdown(studies: list[tuple[Evidence, str]], findings: list[Findin
         "never read as \"no effect\".",
         "- Claims about class balance or an \"unbiased signal\" are tested in balanced accuracy (the mean recall over "
         "the gold labels), in which answering one label always scores no better than chance.",
+        "- \"Collapse\" is a score whose interval lies below half of chance (an adapter that learned the inverted "
+        "labels, as the paper's 4.02%); a score below the correct adapter's that is not that is reported as "
+        "\"degraded\".",
+        "- Output length is read on adapters whose sources answer at length: an adapter of a label source answers one "
+        "word everywhere, its source's length by construction. Both kinds are reported.",
         f"- A trait is reproduced when one of this study's first four components resembles the paper's loadings more "
         f"than the loadings on shuffled tasks do, corrected for choosing among the components and the traits (the "
         f"largest cosine over all of them under each shuffle; p < {ALPHA}), and that component is beyond chance: "

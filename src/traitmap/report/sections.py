@@ -13,6 +13,8 @@ from numbers import Number
 import numpy as np
 import pandas as pd
 
+from traitmap.analysis.traits import resolved_components
+
 from . import figures
 from .blocks import Details, Figure, Section, Table
 from .common import listing, missing, percent, points, read_csv, read_json, signed
@@ -296,8 +298,6 @@ def traits_section(study) -> Section:
     traits = read_json(study, "traits.json") or {}
     components = traits.get("components") or []
     if components:
-        from traitmap.analysis.traits import resolved_components
-
         real = resolved_components(traits)
         explained = [f"{c['component']} follows {c['behaviour']}" for c in components if c.get("behaviour")]
         if explained:
