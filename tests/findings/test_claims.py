@@ -245,33 +245,36 @@ def imbalanced_records(answers: dict[str, np.ndarray], gold: np.ndarray, task: s
     return pd.DataFrame(rows)
 
 
-@pytest.mark.parametrize("balanced_is", ["fair", "majority"])
-def test_an_unbiased_signal_is_judged_in_balanced_accuracy(tmp_path, balanced_is):
-    """On a 70% "no" target an adapter that always answers "no" has the better accuracy and
-    chance balanced accuracy; the claim must follow balanced accuracy."""
+@pytest.mark.parametrize("target, labels, better, fair_one", [
+    ("tweeteval_offensive", ("no", "yes"), "Balanced Flipkart", "flipkart@balance"),
+    ("tweeteval_offensive", ("no", "yes"), "Balanced Flipkart", "flipkart"),
+    ("imdb", ("negative", "positive"), "Imbalanced Flipkart", "flipkart"),
+])
+def test_class_balance_claims_are_judged_in_balanced_accuracy(tmp_path, target, labels, better, fair_one):
+    """On a 70% majority target an adapter that always answers the majority label has the
+    better accuracy but chance balanced accuracy; the claim must follow balanced accuracy."""
     rng = np.random.default_rng(3)
-    gold = np.where(np.arange(400) < 280, "no", "yes")
-    majority = np.full(400, "no")
-    fair = np.where(rng.random(400) < 0.75, gold, np.where(gold == "no", "yes", "no"))
-    balanced, plain = (fair, majority) if balanced_is == "fair" else (majority, fair)
-    answers = {"base": majority, "flipkart": plain, "flipkart@balance": balanced}
+    majority_label, minority_label = labels
+    gold = np.where(np.arange(400) < 280, majority_label, minority_label)
+    majority = np.full(400, majority_label)
+    fair = np.where(rng.random(400) < 0.75, gold, np.where(gold == majority_label, minority_label, majority_label))
+    answers = {"base": majority, "flipkart": majority, "flipkart@balance": majority}
+    answers[fair_one] = fair
     sources = ["flipkart", {"task": "flipkart", "variant": {"kind": "balance"}}]
-    folder = tmp_path / balanced_is
-    config = study_config.parse({"name": "c", "base_model": "smollm2-135m", "sources": sources,
-                                 "targets": ["tweeteval_offensive"]})
+    folder = tmp_path / "balance"
+    config = study_config.parse({"name": "c", "base_model": "smollm2-135m", "sources": sources, "targets": [target]})
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"config": config.to_dict()}))
-    records = imbalanced_records(answers, gold, "tweeteval_offensive")
-    write_records(folder, records, ["tweeteval_offensive"], list(answers))
+    write_records(folder, imbalanced_records(answers, gold, target), [target], list(answers))
     ev = Evidence.of_folder(folder)
-    assert ev.balanced_accuracy("flipkart@balance", "tweeteval_offensive") == pytest.approx(
-        balanced_accuracy(balanced.tolist(), gold.tolist()))
-    f = finding(evaluate([ev]), "Balanced Flipkart")
+    assert ev.balanced_accuracy(fair_one, target) == pytest.approx(balanced_accuracy(fair.tolist(), gold.tolist()))
+    f = finding(evaluate([ev]), better)
     assert "balanced accuracy" in f.measure
-    if balanced_is == "fair":
-        assert f.verdict == REPRODUCED  # accuracy would call it worse (0.75 vs 0.70 here, but by chance)
+    claimed_better = "flipkart@balance" if better.startswith("Balanced") else "flipkart"
+    if fair_one == claimed_better:
+        assert f.verdict == REPRODUCED  # in plain accuracy the two are about even (75% vs 70%)
     else:
-        assert f.verdict == NOT_REPRODUCED and "answers \"no\" on 100.0%" in f.reading
+        assert f.verdict == NOT_REPRODUCED and f"answers \"{majority_label}\" on 100.0%" in f.reading
     assert f.calibration.false_positive <= 0.05
 
 
