@@ -177,21 +177,9 @@ class Evidence:
 
     # estimates ---------------------------------------------------------------------------
     def difference(self, first: Iterable[str], second: Iterable[str], targets: Iterable[str]) -> Estimate:
-        """Mean score of the `first` models minus that of the `second`, averaged over `targets`."""
-        models, columns = list(self.draws.point.index), list(self.draws.point.columns)
-        rows_a = [models.index(m) for m in first]
-        rows_b = [models.index(m) for m in second]
-        cols = [columns.index(t) for t in targets]
-        if not rows_a or not rows_b or not cols:
-            raise TraitmapError("a difference needs models on both sides and at least one target")
-
-        def side(values: np.ndarray, rows: list[int]) -> np.ndarray:
-            return values[..., rows, :][..., cols].mean(axis=(-1, -2))
-
-        point = self.draws.point.to_numpy(dtype=float)
-        replicates = side(self.draws.draws, rows_a) - side(self.draws.draws, rows_b)
-        low, high = percentile_interval(replicates, LEVEL)
-        return Estimate(float(side(point, rows_a) - side(point, rows_b)), float(low), float(high))
+        """Mean score of the `first` models minus that of the `second`, averaged over `targets`
+        (the same paired bootstrap as the claims' verdicts)."""
+        return self.contrast(list(first), list(second), list(targets)).estimate
 
     def score(self, model: str, target: str) -> Estimate:
         models, columns = list(self.draws.point.index), list(self.draws.point.columns)
