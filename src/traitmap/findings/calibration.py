@@ -21,7 +21,7 @@ from traitmap.analysis.uncertainty import percentile_interval, resample_counts
 from .evidence import LEVEL, Contrast, contrast_draws
 
 N_SIMULATIONS = 1000  # data sets per rate: a 3% rate is then known to about +-0.5 points
-PIPELINE_SIMULATIONS = 200  # for rules that refit a PCA and count its components each time
+PIPELINE_SIMULATIONS = 200  # for rules that run a permutation test or a cluster bootstrap on each data set
 SIM_BOOT = 200
 SIM_SEED = 1
 POWER_TARGET = 0.8

@@ -258,7 +258,7 @@ def four_components(ev: Evidence) -> Finding | None:
         perms = np.array([(permuted_top_share(g, k, SIM_PERMUTATIONS, generator) >= v).mean() for g, v in zip(gains, s)])
         return (perms < ALPHA) & (s > noise_q)
 
-    false_positive = float(rule(simulated_gains(ev, null_truth(ev, cal.N_SIMULATIONS), generator)).mean())
+    false_positive = float(rule(simulated_gains(ev, null_truth(ev, cal.PIPELINE_SIMULATIONS), generator)).mean())
     power = float(rule(simulated_gains(ev, planted_low_rank(ev, x, k, generator), generator)).mean())
     calibration = Calibration(false_positive, power, "no true effect: every adapter at the base model's rates, "
                               "binomial evaluation noise on this study's examples",
@@ -296,7 +296,7 @@ def four_components(ev: Evidence) -> Finding | None:
 def planted_low_rank(ev: Evidence, x: np.ndarray, k: int, generator: np.random.Generator) -> np.ndarray:
     """True rates: base + k random traits holding 75% of this study's gain variance, the rest
     spread as independent noise."""
-    sims, (n, t) = cal.N_SIMULATIONS, x.shape
+    sims, (n, t) = cal.PIPELINE_SIMULATIONS, x.shape
     total = float(((x - x.mean(axis=0)) ** 2).sum() / (n - 1))
     directions = np.linalg.qr(generator.normal(size=(sims, t, k)))[0]  # sims x tasks x k, orthonormal
     weights = np.sqrt(0.75 * total * np.arange(k, 0, -1) / np.arange(1, k + 1).sum())
@@ -975,7 +975,7 @@ def similarity_calibration(pairs: pd.DataFrame, ranks: dict[str, np.ndarray], ga
     share_a = frame.groupby("a")["z"].mean().var()
     share_t = frame.groupby("t")["z"].mean().var()
     share_e = max(0.0, 1 - share_a - share_t)
-    sims = cal.N_SIMULATIONS
+    sims = cal.PIPELINE_SIMULATIONS
     weights = cal.two_way_weights(pairs["adapter"].to_numpy(), pairs["target"].to_numpy(), cal.SIM_BOOT, generator)
     standard = {k: (r - r.mean()) / r.std() for k, r in ranks.items()}
 

@@ -121,8 +121,9 @@ def findings_markdown(studies: list[tuple[Evidence, str]], findings: list[Findin
         "the base model's rates; a statistic recentred on its null value) and with the paper's effect planted in "
         f"it. The table gives the rate of \"reproduced\" under the null (it must stay at or below {percent(ALPHA)}) "
         "and the power at the paper's effect; the plain words below say which null and which effect. "
-        f"{N_SIMULATIONS} simulated data sets per rate ({PIPELINE_SIMULATIONS} for rules that refit a PCA, and for "
-        f"the lengths) with {SIM_BOOT} bootstrap replicates inside each, from a fixed seed. Where the paper gives no "
+        f"{N_SIMULATIONS} simulated data sets per rate ({PIPELINE_SIMULATIONS} where each data set needs its own "
+        f"permutation test or cluster bootstrap: the variance, the traits, the lengths, the similarity) with "
+        f"{SIM_BOOT} bootstrap replicates inside each, from a fixed seed. Where the paper gives no "
         f"size the planted effect is {DEFAULT_EFFECT * 100:.0f} points, the smallest difference read as real here.",
         "- p-values are adjusted across the claims by Holm's method (the adjusted p beside the raw one); the "
         "verdicts use the intervals above, the adjusted p says how much of the evidence survives testing 17 claims.",
