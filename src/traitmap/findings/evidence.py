@@ -195,6 +195,8 @@ class Evidence:
         part = self.records[(self.records["task"] == target) & self.records["model"].isin(models)]
         table = part.groupby(["model", "example_id"])["correct"].mean().unstack("example_id")
         table = table.reindex(models).dropna(axis=1)
+        if table.shape[1] == 0:
+            raise TraitmapError(f"no example of {target} answered by all of {', '.join(models)}")
         gold = part.drop_duplicates("example_id").set_index("example_id")["gold"].astype(str).reindex(table.columns)
         return Outcomes(table.to_numpy(dtype=float), pd.factorize(gold)[0])
 
