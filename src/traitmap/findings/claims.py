@@ -564,6 +564,10 @@ def length_parts(rows: pd.DataFrame) -> str:
     return "; ".join(parts)
 
 
+def strictly_between_rule(point: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    return (low > 0) & (high < 1)
+
+
 def length_finding(ev: Evidence, claim: str, measure: str, interpolate: bool) -> Finding | None:
     rows = length_pairs(ev)
     if rows is None:
@@ -574,12 +578,12 @@ def length_finding(ev: Evidence, claim: str, measure: str, interpolate: bool) ->
     e, medians = length_estimate(long)
     b = len(medians)
     if interpolate:
-        rule = lambda point, low, high: (low > 0) & (high < 1)  # noqa: E731
+        rule = strictly_between_rule
         verdict = REPRODUCED if 0 < e.low and e.high < 1 else NOT_REPRODUCED if e.low >= 1 or e.high <= 0 else INCONCLUSIVE
         p = float(max((1 + (medians <= 0).sum()) / (b + 1), (1 + (medians >= 1).sum()) / (b + 1)))
         nulls, null_text = [0.0, 1.0], "the median at 0 or at 1 (no interpolation), coefficients recentred"
     else:
-        rule = lambda point, low, high: low > 0  # noqa: E731
+        rule = directional_rule(1)
         verdict = REPRODUCED if e.low > 0 else NOT_REPRODUCED if e.high <= 0 else INCONCLUSIVE
         p = float(min(1.0, 2 * (1 + (medians <= 0).sum()) / (b + 1)))
         nulls, null_text = [0.0], "the median at 0 (the base model's length), coefficients recentred"
