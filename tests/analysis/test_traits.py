@@ -10,8 +10,11 @@ from traitmap.analysis.traits import (
     ComponentCount,
     TraitStability,
     align_rotation,
+    behaviours,
+    explain_by_behaviour,
     impute_lowrank,
     name_traits,
+    resolved_components,
     run,
 )
 
@@ -121,6 +124,7 @@ def test_run_writes_trait_files(tmp_path):
 
     class Task:
         tags = ["math"]
+        choices = None
 
     class Config:
         analysis = {"n_components": 2, "trait_n_boot": 50, "trait_names": {"PC0": "general"}}
@@ -129,7 +133,7 @@ def test_run_writes_trait_files(tmp_path):
         config = Config()
 
         def records(self, task=None, model=None):
-            return records
+            return records.assign(parsed="", gold="")
 
         def task(self, name):
             return Task()
@@ -140,3 +144,77 @@ def test_run_writes_trait_files(tmp_path):
     assert payload["components"][0]["name"] == "general"
     assert "p_value" in payload["components"][0]
     assert set(pd.read_csv(tmp_path / "trait_profiles.csv").columns) >= {"adapter", "component", "score", "low", "high", "name"}
+
+
+def test_behaviour_names_a_component_by_the_answer_bias_it_follows():
+    rng = np.random.default_rng(6)
+    adapters = [f"a{i}" for i in range(10)]
+    yes_rate = np.linspace(0.1, 0.9, 10)
+    rows = []
+    for a, rate in zip(adapters, yes_rate):
+        said = np.where(rng.random(200) < rate, "yes", "no")
+        rows += [dict(model=a, task="paraphrase", parsed=s, output=s) for s in said]
+        rows += [dict(model=a, task="sentiment", parsed=s, output=s)
+                 for s in rng.choice(["positive", "negative"], 200)]
+    records = pd.DataFrame(rows)
+    table = behaviours(records, {"paraphrase": ["yes", "no"], "sentiment": ["positive", "negative"]})
+    assert table.loc["a9", "'yes' on paraphrase"] > 0.8
+    scores = pd.DataFrame({"PC0": yes_rate + rng.normal(0, 0.02, 10), "PC1": rng.normal(size=10)}, index=adapters)
+    explained = explain_by_behaviour(scores, table, n_permutations=500)
+    assert explained["PC0"]["name"] == "answer bias: 'yes' on paraphrase"
+    assert explained["PC0"]["behaviours"][0]["p"] < 0.01
+    assert explained["PC1"]["name"] is None  # noise follows nothing once every behaviour tried is counted
+
+
+def test_the_count_beyond_chance_is_one_number_in_traits_json_the_report_and_the_findings(tmp_path):
+    """Sequential: PC1 counts only where PC0 does, and all three readers say the same."""
+    from traitmap.findings.claims import resolved_of
+    from traitmap.findings.evidence import Evidence
+    from traitmap.report.sections import traits_section
+
+    rng = np.random.default_rng(4)
+    records = binomial_records(rates_with_trait(0.25), 100, rng)
+
+    class Task:
+        tags = ["math"]
+        choices = None
+
+    class Config:
+        analysis = {"n_components": 2, "trait_n_boot": 50}
+
+    class Study:
+        config = Config()
+        analysis_dir = tmp_path
+
+        def records(self, task=None, model=None):
+            return records.assign(parsed="", gold="")
+
+        def task(self, name):
+            return Task()
+
+    run(Study(), tmp_path)
+    payload = json.loads((tmp_path / "traits.json").read_text())
+    in_json = payload["component_count"]["n_components"]
+    assert in_json == sum(c.get("beats_chance", False) for c in payload["components"]) == len(resolved_components(payload))
+    assert in_json >= 1
+
+    matrix = records.groupby(["model", "task"])["correct"].mean().unstack()
+    pca = TraitStability(n_components=2, n_boot=10).fit(records).reference_
+    study = Study()
+    study.pca = {"explained_variance_ratio": pca.explained_variance_ratio_.to_dict(),
+                 "loadings": {c: r.to_dict() for c, r in pca.loadings_.iterrows()},
+                 "scores": {a: r.to_dict() for a, r in pca.scores_.iterrows()}}
+    study.gains = matrix.drop(index="base") - matrix.loc["base"]
+    sentence = next(s for s in traits_section(study).sentences if "components beat" in s)
+    assert sentence.startswith(f"{in_json} of ")
+
+    evidence = Evidence(tmp_path, None, matrix, lambda: records)
+    assert len(resolved_of(evidence)) == in_json
+
+
+def test_resolved_components_are_sequential():
+    payload = {"components": [{"component": "PC0", "p_value": 0.06}, {"component": "PC1", "p_value": 0.001}],
+               "component_count": {"n_components": 0}}
+    assert resolved_components(payload) == []
+    payload["component_count"]["n_components"] = 1
+    assert resolved_components(payload) == ["PC0"]

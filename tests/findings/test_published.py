@@ -3,33 +3,56 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from traitmap.analysis.pca import TraitPCA
-from traitmap.findings import CLAIMS, Evidence, evaluate, generate
+from traitmap.analysis.traits import resolved_components
+from traitmap.findings import CLAIMS, INCONCLUSIVE, Evidence, evaluate
+from traitmap.findings.claims import ALPHA, resolved_of
+from traitmap.findings.render import README_END, README_START, findings_markdown, readme_block, replace_block
 
 REPO = Path(__file__).resolve().parents[2]
 STUDIES = ["results/standard", "results/controlled"]
 
 
-@pytest.fixture
-def in_repo(monkeypatch):
-    monkeypatch.chdir(REPO)
+@pytest.fixture(scope="module")
+def published():
+    """The evidence and the findings of the published studies, computed once (about a
+    minute on two cores: every rule is recalibrated on simulated data)."""
+    previous = Path.cwd()
+    os.chdir(REPO)
+    try:
+        studies = [(Evidence.of_folder(Path(s)), s) for s in STUDIES]
+        yield studies, evaluate([ev for ev, _ in studies])
+    finally:
+        os.chdir(previous)
 
 
-def test_findings_and_readme_regenerate_without_a_difference(in_repo):
-    markdown, readme = generate(STUDIES, Path("README.md"))
-    assert markdown == Path("docs/findings.md").read_text(encoding="utf-8")
-    assert readme == Path("README.md").read_text(encoding="utf-8")
+def test_findings_and_readme_regenerate_without_a_difference(published):
+    """The same path as `traitmap findings ... --out docs/findings.md --readme README.md`."""
+    studies, found = published
+    assert findings_markdown(studies, found) == (REPO / "docs" / "findings.md").read_text(encoding="utf-8")
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert replace_block(readme, readme_block(studies, found), REPO / "README.md") == readme
+    assert README_START in readme and README_END in readme
 
 
-def test_every_claim_gets_a_verdict(in_repo):
-    found = evaluate([Evidence.of_folder(Path(s)) for s in STUDIES])
+def test_every_claim_gets_a_verdict_and_every_rule_holds_its_rate(published):
+    _, found = published
     assert len(found) == len(CLAIMS)
     assert all(f.verdict and f.value and f.interval for f in found)
+    assert all(f.calibration is None or f.calibration.false_positive <= ALPHA for f in found)
+    assert all(f.cause for f in found if f.verdict == INCONCLUSIVE)
+
+
+def test_the_findings_count_components_as_traits_json_does(published):
+    studies, _ = published
+    standard = studies[0][0]
+    assert resolved_of(standard) == resolved_components(standard.document("traits.json"))
 
 
 def test_the_committed_pca_reproduces_from_the_committed_matrix():

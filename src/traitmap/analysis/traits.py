@@ -8,6 +8,9 @@ and never checks them; here each claim gets a test:
 - `ComponentCount`: how many components beat chance (parallel analysis with a
   column-permutation null, with p-values).
 - `name_traits`: a signed name per component from the tags of its top-loading tasks.
+- `explain_by_behaviour`: what the adapters' scores on a component follow in their answers
+  (label answer rates, answer length, unparsed answers), before any reading of loadings.
+- `resolved_components`: the one count of components beyond chance (sequential).
 - `impute_lowrank` (defined next to PCA, which uses it): fill missing cells.
 """
 
@@ -19,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy.linalg import orthogonal_procrustes
+from scipy.stats import rankdata
 
 from traitmap.analysis.pca import BASE, TraitPCA, adapter_draws, adapter_rows, component_names, impute_lowrank
 from traitmap.analysis import analysis_settings
@@ -28,7 +32,9 @@ from traitmap.errors import TraitmapError
 from traitmap.metrics import DEFAULT_METRIC
 
 __all__ = ["TraitStability", "ComponentCount", "align_rotation", "leave_one_task_out", "name_traits",
-           "impute_lowrank", "run"]
+           "impute_lowrank", "resolved_components", "behaviours", "explain_by_behaviour", "run"]
+
+BEHAVIOUR_ALPHA = 0.05
 
 
 def align_rotation(components: np.ndarray, reference: np.ndarray, method: str = "procrustes") -> np.ndarray:
@@ -269,6 +275,115 @@ def name_traits(loadings: pd.DataFrame, task_tags: dict[str, list[str]], overrid
     return pd.DataFrame(rows).set_index("component")
 
 
+def resolved_components(traits: dict | None) -> list[str]:
+    """The components beyond chance, read from traits.json: sequential (PC_k counts only
+    where PC_0..PC_{k-1} do), as `ComponentCount.n_components_` decides. The report, the
+    findings and traits.json all count with this."""
+    count = (traits or {}).get("component_count") or {}
+    n = int(count.get("n_components") or 0)
+    return [c["component"] for c in (traits or {}).get("components") or []][:n]
+
+
+def behaviours(records: pd.DataFrame, choice_labels: dict[str, list[str]],
+               answer_length: pd.Series | None = None) -> pd.DataFrame:
+    """Adapters x measured behaviours: the share of each label answered on each choice
+    target ("'yes' on msrp_paraphrase"), the share of unparsed answers, and the median
+    answer length (characters of `output` where records have it, else `answer_length`)."""
+    columns = {}
+    parsed = records["parsed"].fillna("").astype(str)
+    for task, labels in choice_labels.items():
+        part = records["task"] == task
+        for label in labels:
+            columns[f"'{label}' on {task}"] = (parsed[part] == label).groupby(records.loc[part, "model"]).mean()
+    columns["unparsed answers"] = (parsed == "").groupby(records["model"]).mean()
+    if "output" in records.columns:
+        columns["median answer length"] = records["output"].fillna("").str.len().groupby(records["model"]).median()
+    elif answer_length is not None:
+        columns["median answer length"] = answer_length
+    table = pd.DataFrame(columns)
+    return table.loc[:, table.nunique(dropna=True) > 1]
+
+
+def explain_by_behaviour(scores: pd.DataFrame, table: pd.DataFrame, n_permutations: int = 2000,
+                         seed: int = 0) -> dict[str, dict]:
+    """Per component: the behaviours its adapter scores follow (Spearman rho), with p-values
+    corrected for trying every behaviour (max-|rho| over behaviours under permuted adapters).
+
+    Returns {component: {"name", "behaviours": [{"behaviour", "rho", "p"}]}}: the behaviours with
+    p < alpha, the one the name leads with first, then by |rho|; "name" is None where none passes."""
+    adapters = [a for a in scores.index if a in table.index]
+    table = table.loc[adapters].dropna(axis=1)
+    if len(adapters) < 4 or table.empty:
+        return {}
+    table = table.loc[:, table.nunique() > 1]
+    if table.empty:
+        return {}
+    behaviour_ranks = rankdata(table.to_numpy(dtype=float), axis=0)
+    behaviour_ranks = (behaviour_ranks - behaviour_ranks.mean(axis=0)) / behaviour_ranks.std(axis=0)
+    generator = np.random.default_rng(seed)
+    order = generator.random((n_permutations, len(adapters))).argsort(axis=1)
+    out = {}
+    for component in scores.columns:
+        ranks = rankdata(scores.loc[adapters, component].to_numpy(dtype=float))
+        if ranks.std() == 0:
+            continue
+        ranks = (ranks - ranks.mean()) / ranks.std()
+        rho = ranks @ behaviour_ranks / len(adapters)
+        null = np.abs(ranks[order] @ behaviour_ranks / len(adapters)).max(axis=1)
+        p = (1 + (null[:, None] >= np.abs(rho)[None, :] - 1e-12).sum(axis=0)) / (1 + n_permutations)
+        found = sorted(({"behaviour": b, "rho": float(r), "p": float(q)} for b, r, q in zip(table.columns, rho, p)),
+                       key=lambda e: -abs(e["rho"]))
+        passing = [e for e in found if e["p"] < BEHAVIOUR_ALPHA]
+        lead = behaviour_lead(passing)
+        passing = [e for e in passing if e is lead] + [e for e in passing if e is not lead]
+        out[component] = {"name": behaviour_name(passing), "behaviours": passing}
+    return out
+
+
+def behaviour_lead(passing: list[dict]) -> dict | None:
+    """The behaviour a name starts with: among label answers, the strongest that rises with
+    the score (a label answered more), else the strongest."""
+    if not passing or not passing[0]["behaviour"].startswith("'"):
+        return passing[0] if passing else None
+    labels = [e for e in passing if e["behaviour"].startswith("'")]
+    return next((e for e in labels if e["rho"] > 0), labels[0])
+
+
+def behaviour_name(passing: list[dict]) -> str | None:
+    """"answer bias: 'yes' on msrp_paraphrase and tweeteval_offensive" (the labels answered
+    more as the score rises, two targets at most), else the strongest other behaviour."""
+    if not passing:
+        return None
+    top = passing[0]
+    if not top["behaviour"].startswith("'"):
+        return f"{top['behaviour']} ({'rises' if top['rho'] > 0 else 'falls'} with the score)"
+    labels = [e for e in passing if e["behaviour"].startswith("'")]
+    rising = [e for e in labels if e["rho"] > 0] or labels
+    chosen, tasks = [], set()
+    for e in rising:
+        label, task = e["behaviour"].split(" on ", 1)
+        if task not in tasks and len(chosen) < 2:
+            chosen.append((label, task))
+            tasks.add(task)
+    groups: dict[str, list[str]] = {}
+    for label, task in chosen:
+        groups.setdefault(label, []).append(task)
+    words = " and ".join(f"{label} on {' and '.join(t)}" for label, t in groups.items())
+    return "answer bias: " + ("" if rising[0]["rho"] > 0 else "fewer ") + words
+
+
+def _choice_labels(study, tasks) -> dict[str, list[str]]:
+    labels = {}
+    for task in tasks:
+        try:
+            choices = study.task(task).choices
+        except (TraitmapError, AttributeError):
+            choices = None
+        if choices:
+            labels[task] = list(choices)
+    return labels
+
+
 def _task_tags(study, tasks) -> dict[str, list[str]]:
     tags = {}
     for task in tasks:
@@ -283,6 +398,7 @@ def run(study, out_dir: Path) -> list[Path]:
     """traits.json (names, stability, component count), trait_loadings_ci.csv,
     trait_profiles.csv, trait_loto.csv."""
     settings = analysis_settings(study)
+    records = study.records()
     common = dict(on=settings.get("pca_on", "gains"), standardize=bool(settings.get("standardize", False)))
     stability = TraitStability(
         n_components=int(settings.get("n_components", 4)),
@@ -292,14 +408,19 @@ def run(study, out_dir: Path) -> list[Path]:
         align=settings.get("trait_align", "procrustes"),
         **common,
         **matrix_metric(study),
-    ).fit(study.records())
+    ).fit(records)
     point = stability.draws_.point
     count = ComponentCount(seed=int(settings.get("bootstrap_seed", 0)), **common).fit(point) if len(point) > 3 else None
     loadings = stability.reference_.loadings_
     names = name_traits(loadings, _task_tags(study, loadings.columns), settings.get("trait_names"))
+    explained = explain_by_behaviour(stability.reference_.scores_,
+                                     behaviours(records, _choice_labels(study, loadings.columns)),
+                                     seed=int(settings.get("bootstrap_seed", 0)))
     components = []
     for component, row in stability.stability_.iterrows():
         entry = {"component": component, **names.loc[component].to_dict(), **row.to_dict()}
+        if component in explained:
+            entry.update(behaviour=explained[component]["name"], behaviours=explained[component]["behaviours"])
         if count is not None and component in count.p_values_.index:
             entry.update(eigenvalue=count.eigenvalues_[component], null_quantile=count.null_quantile_[component],
                          p_value=count.p_values_[component],
@@ -316,6 +437,10 @@ def run(study, out_dir: Path) -> list[Path]:
             "evr_low/evr_high: bootstrap spread of the explained variance; resampling adds noise, so strong "
             "components' shares drop and weak ones' rise: read as spread, not as an unbiased interval.",
             "Names are suggested from task tags; set analysis.trait_names to override.",
+            "behaviour: what the adapters' scores on the component follow in their answers (Spearman rho, "
+            "p corrected for trying every behaviour by a max-|rho| permutation over adapters); read it "
+            "before the loadings.",
+            "beats_chance is sequential: a component counts only where every earlier one does.",
         ],
     }
     profiles = stability.profiles_ci_.join(names["name"], on="component")

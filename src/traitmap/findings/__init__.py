@@ -1,15 +1,17 @@
-"""The paper's claims tested on finished studies (issue 9): `evidence` reads a study,
-`claims` holds one test per claim, `render` writes docs/findings.md and the README block."""
+"""The paper's claims tested on finished studies: `evidence` reads a study, `claims` holds
+one test per claim, `calibration` reruns each rule on simulated nulls and planted effects,
+`render` writes docs/findings.md and the README block."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from . import calibration
 from .claims import CLAIMS, INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, Finding, evaluate
 from .evidence import Evidence
 from .render import findings_markdown, readme_block, replace_block
 
-__all__ = ["CLAIMS", "Evidence", "Finding", "INCONCLUSIVE", "NOT_REPRODUCED", "REPRODUCED", "evaluate",
+__all__ = ["CLAIMS", "Evidence", "calibration", "Finding", "INCONCLUSIVE", "NOT_REPRODUCED", "REPRODUCED", "evaluate",
            "generate", "of_study"]
 
 

@@ -2,8 +2,10 @@
 published copy of it (`traitmap export`), and paired bootstrap estimates over them.
 
 Every difference between models is paired: all models answered the same examples, and
-each bootstrap replicate resamples those examples once for all of them
-(`analysis.uncertainty.resample_matrix`), so an interval is as narrow as the pairing allows.
+each bootstrap replicate resamples those examples once for all of them (the matrix's
+replicates from `analysis.uncertainty.resample_matrix`; a `Contrast` draws its own with the
+same resampler and keeps the per-example outcomes, so a claim's rule can be rerun on
+simulated ones), so an interval is as narrow as the pairing allows.
 """
 
 from __future__ import annotations
@@ -17,13 +19,17 @@ from typing import Callable, Iterable
 
 import numpy as np
 import pandas as pd
+from scipy.stats import linregress
 
 from traitmap import plan, tasks
-from traitmap.analysis.uncertainty import MatrixDraws, percentile_interval, resample_matrix
+from traitmap.analysis.uncertainty import MatrixDraws, percentile_interval, resample_counts, resample_matrix
+from traitmap.metrics import balanced_accuracy
 from traitmap.errors import TraitmapError
 from traitmap.study import StudyConfig
 
 SCORES_FILE = "scores.csv.gz"  # the per-example table an export keeps instead of the SQLite store
+ADAPTERS_FILE = "adapters.csv"  # per adapter: whether its held-out loss had stopped improving
+TRAINING_FILE = "training.csv"
 SCORE_COLUMNS = ["model", "seed", "task", "example_id", "correct", "parsed", "gold"]
 N_BOOT = 2000
 BOOT_SEED = 0
@@ -43,6 +49,58 @@ class Estimate:
         return self.low > 0 or self.high < 0
 
 
+@dataclass(frozen=True)
+class Outcomes:
+    """Right (1) or wrong (0) per model and example on one target, examples aligned, with
+    each example's gold label as a stratum (balanced accuracy averages recall over them)."""
+
+    correct: np.ndarray  # models x examples (a mean over training seeds)
+    strata: np.ndarray   # examples: index of the gold label
+
+    @property
+    def n(self) -> int:
+        return self.correct.shape[-1]
+
+
+def metric_draws(correct: np.ndarray, weights: np.ndarray, strata: np.ndarray, metric: str) -> np.ndarray:
+    """The metric of each model under example weights: correct (..., models, n) and weights
+    (B, n) give (..., B, models). Weights of ones give the point value."""
+    if metric == "accuracy":
+        return np.einsum("bn,...mn->...bm", weights, correct) / weights.sum(axis=1)[:, None]
+    if metric != "balanced_accuracy":
+        raise TraitmapError(f"unknown metric {metric!r}")
+    recalls = []
+    for label in np.unique(strata):
+        w = weights * (strata == label)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            recalls.append(np.einsum("bn,...mn->...bm", w, correct) / w.sum(axis=1)[:, None])
+    with np.errstate(invalid="ignore"):
+        return np.nanmean(np.stack(recalls), axis=0)
+
+
+@dataclass(frozen=True)
+class Contrast:
+    """Mean metric of one group of models minus another's, averaged over targets: the
+    per-example outcomes it came from, so the same rule can be rerun on simulated ones."""
+
+    first: int                 # the first `first` rows of each Outcomes are the first group
+    outcomes: list[Outcomes]   # one per target
+    metric: str
+    estimate: Estimate
+    replicates: np.ndarray     # bootstrap replicates of the difference
+
+
+def contrast_draws(first: int, outcomes: list[Outcomes], metric: str, weights: list[np.ndarray],
+                   correct: list[np.ndarray] | None = None) -> np.ndarray:
+    """Difference (first group minus the rest) under example weights, averaged over targets;
+    `correct` may replace each target's outcomes with simulated ones (..., models, n)."""
+    total = 0.0
+    for j, (o, w) in enumerate(zip(outcomes, weights)):
+        values = metric_draws(o.correct if correct is None else correct[j], w, o.strata, metric)
+        total = total + values[..., :first].mean(axis=-1) - values[..., first:].mean(axis=-1)
+    return total / len(outcomes)
+
+
 class Evidence:
     """One study's matrix, per-example scores and analysis files."""
 
@@ -52,6 +110,7 @@ class Evidence:
         self.config = config
         self.matrix = matrix
         self._load_records = load_records
+        self.cache: dict = {}  # results that several claims share (the trait tests)
 
     @classmethod
     def of_folder(cls, folder: str | Path) -> "Evidence":
@@ -118,21 +177,9 @@ class Evidence:
 
     # estimates ---------------------------------------------------------------------------
     def difference(self, first: Iterable[str], second: Iterable[str], targets: Iterable[str]) -> Estimate:
-        """Mean score of the `first` models minus that of the `second`, averaged over `targets`."""
-        models, columns = list(self.draws.point.index), list(self.draws.point.columns)
-        rows_a = [models.index(m) for m in first]
-        rows_b = [models.index(m) for m in second]
-        cols = [columns.index(t) for t in targets]
-        if not rows_a or not rows_b or not cols:
-            raise TraitmapError("a difference needs models on both sides and at least one target")
-
-        def side(values: np.ndarray, rows: list[int]) -> np.ndarray:
-            return values[..., rows, :][..., cols].mean(axis=(-1, -2))
-
-        point = self.draws.point.to_numpy(dtype=float)
-        replicates = side(self.draws.draws, rows_a) - side(self.draws.draws, rows_b)
-        low, high = percentile_interval(replicates, LEVEL)
-        return Estimate(float(side(point, rows_a) - side(point, rows_b)), float(low), float(high))
+        """Mean score of the `first` models minus that of the `second`, averaged over `targets`
+        (the same paired bootstrap as the claims' verdicts)."""
+        return self.contrast(list(first), list(second), list(targets)).estimate
 
     def score(self, model: str, target: str) -> Estimate:
         models, columns = list(self.draws.point.index), list(self.draws.point.columns)
@@ -142,6 +189,53 @@ class Evidence:
 
     def examples(self, target: str) -> int:
         return int(self.draws.n[target].max())
+
+    def outcomes(self, target: str, models: list[str]) -> Outcomes:
+        """Per-example outcomes of `models` on `target`, over the examples all of them answered."""
+        part = self.records[(self.records["task"] == target) & self.records["model"].isin(models)]
+        table = part.groupby(["model", "example_id"])["correct"].mean().unstack("example_id")
+        table = table.reindex(models).dropna(axis=1)
+        if table.shape[1] == 0:
+            raise TraitmapError(f"no example of {target} answered by all of {', '.join(models)}")
+        gold = part.drop_duplicates("example_id").set_index("example_id")["gold"].astype(str).reindex(table.columns)
+        return Outcomes(table.to_numpy(dtype=float), pd.factorize(gold)[0])
+
+    def contrast(self, first: list[str], second: list[str], targets: list[str], metric: str = "accuracy",
+                 n_boot: int = N_BOOT) -> Contrast:
+        """Paired bootstrap of a difference between two groups of models: each replicate
+        resamples every target's examples once for all models."""
+        if not first or not second or not targets:
+            raise TraitmapError("a difference needs models on both sides and at least one target")
+        outcomes = [self.outcomes(t, list(first) + list(second)) for t in targets]
+        rng = np.random.default_rng(BOOT_SEED)
+        weights = [resample_counts(rng, n_boot, o.n) for o in outcomes]
+        replicates = contrast_draws(len(first), outcomes, metric, weights)
+        point = float(contrast_draws(len(first), outcomes, metric, [np.ones((1, o.n)) for o in outcomes])[0])
+        low, high = percentile_interval(replicates, LEVEL)
+        return Contrast(len(first), outcomes, metric, Estimate(point, float(low), float(high)), replicates)
+
+    def balanced_accuracy(self, model: str, target: str) -> float:
+        part = self.records[(self.records["task"] == target) & (self.records["model"] == model)]
+        return balanced_accuracy(part["parsed"].fillna("").astype(str).tolist(), part["gold"].astype(str).tolist())
+
+    # training ----------------------------------------------------------------------------
+    def unconverged(self, adapters: Iterable[str]) -> list[str]:
+        """Adapters that had not finished learning: adapters.csv's `converged` where the study
+        has it, else those whose training loss still fell over the last quarter of steps."""
+        adapters = [a for a in adapters if a != "base"]
+        table = self.folder / ADAPTERS_FILE
+        if table.is_file():
+            frame = pd.read_csv(table)
+            flags = frame.groupby("adapter")["converged"].apply(lambda c: bool(c.astype(bool).all()))
+            return [a for a in adapters if a in flags.index and not flags[a]]
+        status = loss_still_falling(self.folder / TRAINING_FILE)
+        return [a for a in adapters if status.get(a, False)]
+
+    @property
+    def convergence_source(self) -> str:
+        if (self.folder / ADAPTERS_FILE).is_file():
+            return "held-out loss (adapters.csv)"
+        return "no held-out loss was recorded; read from the training loss of the last quarter of steps"
 
 
 def read_scores(path: Path) -> pd.DataFrame:
@@ -153,13 +247,17 @@ def read_scores(path: Path) -> pd.DataFrame:
     return frame
 
 
-def median_interval(values: Iterable[float], seed: int = BOOT_SEED) -> Estimate:
-    """The median of independent values with a percentile bootstrap interval."""
-    x = np.asarray(list(values), dtype=float)
-    x = x[np.isfinite(x)]
-    if not len(x):
-        raise TraitmapError("no finite values to summarize")
-    rng = np.random.default_rng(seed)
-    medians = np.median(x[rng.integers(0, len(x), size=(N_BOOT, len(x)))], axis=1)
-    low, high = percentile_interval(medians, LEVEL)
-    return Estimate(float(np.median(x)), float(low), float(high))
+def loss_still_falling(path: Path, alpha: float = 0.05) -> dict[str, bool]:
+    """Per adapter: did its training loss still fall over the last quarter of its steps
+    (least-squares slope below zero, p < alpha)? Empty when there is no training log."""
+    if not path.is_file():
+        return {}
+    log = pd.read_csv(path)
+    falling = {}
+    for adapter, part in log.groupby("adapter"):
+        last = part[part["step"] > part["step"].max() * 0.75]
+        if len(last) < 4 or last["step"].nunique() < 2:
+            continue
+        fit = linregress(last["step"], last["loss"])
+        falling[str(adapter)] = bool(fit.slope < 0 and fit.pvalue < alpha)
+    return falling

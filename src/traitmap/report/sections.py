@@ -13,6 +13,8 @@ from numbers import Number
 import numpy as np
 import pandas as pd
 
+from traitmap.analysis.traits import resolved_components
+
 from . import figures
 from .bias import metric_disagreement
 from .blocks import Details, Figure, Section, Table
@@ -295,21 +297,30 @@ def traits_section(study) -> Section:
     if not scores.empty:
         blocks.append(Figure.of("fig-profiles", figures.profiles(scores[scores.columns[:4]]),
                                 caption="Trait profiles: each adapter's weight on the leading components."))
-    components = (read_json(study, "traits.json") or {}).get("components") or []
+    traits = read_json(study, "traits.json") or {}
+    components = traits.get("components") or []
     if components:
-        real = [c["component"] for c in components if c.get("beats_chance")]
+        real = resolved_components(traits)
+        explained = [f"{c['component']} follows {c['behaviour']}" for c in components if c.get("behaviour")]
+        if explained:
+            sentences.insert(0, "What the components follow in the adapters' answers, before any reading of their "
+                                "loadings: " + "; ".join(explained) + ".")
         sentences.append(
             f"{len(real)} of {len(components)} components beat a column-permutation null "
-            f"({listing(real) if real else 'none'}); with few adapters a trait can be stable yet not "
-            f"distinguishable from chance, so read the names as hypotheses."
+            f"({listing(real) if real else 'none'}; a component counts only where every earlier one does); with few "
+            f"adapters a trait can be stable yet not distinguishable from chance, so read the names as hypotheses."
         )
         blocks.append(Table(
-            columns=["trait", "name (from task tags)", "variance (95% CI)", "stability", "p (vs chance)"],
-            rows=[[c["component"], c.get("name") or "", _ci(c.get("explained_variance_ratio"), c.get("evr_low"), c.get("evr_high")),
+            columns=["trait", "behaviour it follows", "name (from task tags)", "variance (95% CI)", "stability",
+                     "p (vs chance)"],
+            rows=[[c["component"], c.get("behaviour") or "—", c.get("name") or "",
+                   _ci(c.get("explained_variance_ratio"), c.get("evr_low"), c.get("evr_high")),
                    _fixed(c.get("bootstrap_stability")), _fixed(c.get("p_value"))] for c in components],
-            caption="Each trait's suggested name (override with trait_names in the study's [analysis]), its share of "
-                    "variance with a bootstrap interval over examples, its stability (mean |cosine| of bootstrap "
-                    "loadings to these ones; 1 = identical) and a parallel-analysis p-value.",
+            caption="Each trait's behaviour (the measured answer habit its adapter scores follow: Spearman ρ with "
+                    "label answer rates, answer length and unparsed answers, corrected for trying them all), its "
+                    "suggested name (override with trait_names in the study's [analysis]), its share of variance "
+                    "with a bootstrap interval over examples, its stability (mean |cosine| of bootstrap loadings to "
+                    "these ones; 1 = identical) and a parallel-analysis p-value.",
         ))
     return Section(id="traits", title=title, sentences=sentences, blocks=blocks)
 
