@@ -23,10 +23,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import math
 import os
 import shutil
 import socket
+import subprocess
+import sys
+import time
 import tempfile
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -148,7 +152,7 @@ class RayExecutor:
         if not ray.is_initialized():
             address = address or os.environ.get("RAY_ADDRESS") or "local"
             reach(address, connect_timeout)
-            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
             self.started = True
         if workers is not None and workers < 1:
             raise TraitmapError("the number of Ray workers must be at least 1", field="workers")
@@ -328,21 +332,39 @@ class RayExecutor:
             self.started = False
 
 
+_JOIN = """import logging, sys, ray
+ray.init(address=sys.argv[1], include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+ray.shutdown()
+"""
+
+
 def reach(address: str, timeout: float) -> None:
-    """A cluster's address ("host:port", or "ray://host:port" for Ray Client) answers a
-    connection within `timeout` seconds; "local" and "auto" need no network."""
+    """Join the cluster at `address` ("host:port", or "ray://host:port" for Ray Client)
+    once, in a child process, within `timeout` seconds, since Ray itself retries a silent
+    or wrong address for minutes; "local" and "auto" need no network."""
     if address in ("local", "auto"):
         return
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit():
         raise TraitmapError(f"'{address}' is not a Ray cluster address (host:port, e.g. 10.0.0.5:6379, or 'auto')",
                             field="address")
+    start = time.monotonic()
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+        joined = subprocess.run([sys.executable, "-c", _JOIN, address], capture_output=True, text=True,
+                                timeout=max(0.1, timeout - (time.monotonic() - start)))
     except OSError as error:
         why = "no answer" if isinstance(error, TimeoutError) else (error.strerror or str(error) or type(error).__name__)
-        raise TraitmapError(f"cannot reach the Ray cluster at {address} within {timeout:g} s ({why}): is the cluster "
-                            "running (`ray start --head`) and the address right?", field="address") from None
+    except subprocess.TimeoutExpired:
+        why = "it accepts a connection but does not answer as a Ray cluster"
+    else:
+        if joined.returncode == 0:
+            return
+        last = (joined.stderr.strip().splitlines() or [f"exit status {joined.returncode}"])[-1]
+        why = f"Ray cannot join it: {last.strip()[:200]}"
+    raise TraitmapError(f"cannot reach the Ray cluster at {address} within {timeout:g} s ({why}): is the cluster "
+                        "running (`ray start --head`), the address its head node's, with the same Ray version?",
+                        field="address")
 
 
 def _adapter_keys(job: EvalJob) -> set[tuple[str, int]]:
