@@ -411,6 +411,7 @@ batch_size = 16           # rows per forward pass, and rows in flight while gene
 # [run]                     # optional: where the jobs run (may differ between runs of a study)
 # executor = "ray"          # "local" (this process, the default) or "ray" (a Ray cluster: docs/ray.md)
 # address = "10.0.0.5:6379" # the cluster to join (default: $RAY_ADDRESS, else a local one for the run)
+# connect_timeout = 30      # seconds to join the cluster before the run gives up, writing nothing
 
 # [analysis]                # optional settings of the analyses
 # n_components = 4          # latent traits (PCA components) to keep

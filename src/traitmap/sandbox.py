@@ -165,7 +165,7 @@ def _bwrap_command() -> list[str]:
     command = [shutil.which("bwrap"), "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-net",
                "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
     if os.geteuid() != 0:  # root builds the sandbox without a user namespace, then drops to nobody inside
-        command += ["--unshare-user", "--disable-userns"]
+        command += ["--unshare-user"]
     for folder in _SYSTEM_FOLDERS:
         if os.path.islink(folder):
             command += ["--symlink", os.readlink(folder), folder]
