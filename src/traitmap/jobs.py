@@ -92,7 +92,8 @@ def run_eval_job(job: EvalJob, backend: Backend, progress: Callable[[int], None]
         answered += 1
         if len(answers[cell]) == n:
             model, seed, _ = job.cells[cell]
-            records = [record(model, seed, job.task, ex, answers[cell][i], job.code_execution) for i, ex in enumerate(examples)]
+            records = [record(model, seed, job.task, ex, answers[cell][i], job.code_execution)
+                       for i, ex in enumerate(examples)]
             yield CellResult(model, seed, job.task.name, records, (time.perf_counter() - start) * n / answered)
 
 

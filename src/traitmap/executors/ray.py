@@ -30,8 +30,8 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 import tempfile
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass

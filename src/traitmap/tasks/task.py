@@ -266,8 +266,8 @@ class Task:
             return Scored(predicted, response.choice_tokens[predicted], predicted, predicted == example.gold,
                           json.dumps({c: lp[c] for c in self.choice.verbalizers}))
         parsed = self.parse(response.text)
-        return Scored(response.text, response.tokens, parsed, parsed is not None and self.is_correct(parsed, example, sandboxed=sandboxed),
-                      "")
+        correct = parsed is not None and self.is_correct(parsed, example, sandboxed=sandboxed)
+        return Scored(response.text, response.tokens, parsed, correct, "")
 
     def parse(self, output_text: str) -> str | None:
         """The answer in a model output: a verbalizer (choice) or the parser's answer."""
