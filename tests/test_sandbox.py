@@ -17,7 +17,8 @@ import pytest
 
 from traitmap import cli, sandbox, tasks
 from traitmap.api import Study
-from traitmap.backends import Backend, Response, register
+from traitmap.backends import Backend, Response
+from traitmap.backends import base as backend_registry
 from traitmap.errors import TraitmapError
 from traitmap.sandbox import run_python
 
@@ -240,9 +241,10 @@ ADD = "def add(a, b):\n    return a + b"
 PLANTED: dict[str, str] = {}  # problem text -> the code the model "wrote" for it
 
 
-@register("planted")
 class PlantedBackend(Backend):
     """Answers each code problem with the program planted for its text, for every model."""
+
+    name = "planted"
 
     def answer(self, requests, progress=None):
         for index, request in enumerate(requests):
@@ -265,6 +267,12 @@ def hostile_programs(user_files: Path, home_probe: Path, port: int) -> dict[str,
         "talk forever": "while True:\n    print('x' * 1000)",
         "sleep": "import time\ntime.sleep(60)",
     }
+
+
+@pytest.fixture
+def planted(monkeypatch):
+    """`[eval] backend = "planted"` for this test only."""
+    monkeypatch.setitem(backend_registry._REGISTRY, PlantedBackend.name, PlantedBackend)
 
 
 def write_study(tmp_path: Path, model: Path, problems: dict[str, str]) -> Path:
@@ -303,7 +311,7 @@ def scores(out: Path) -> dict[str, float]:
 
 
 @needs_bwrap
-@pytest.mark.usefixtures("one_torch_thread")
+@pytest.mark.usefixtures("one_torch_thread", "planted")
 def test_hostile_answers_are_contained_in_a_real_run(tmp_path, tiny_model_dir, user_files, monkeypatch, capsys):
     monkeypatch.setattr(sandbox, "run_python", functools.partial(sandbox.run_python, memory_mb=256))
     home_probe = Path.home() / f"traitmap-sandbox-probe-{uuid.uuid4().hex}"
@@ -333,7 +341,7 @@ def test_hostile_answers_are_contained_in_a_real_run(tmp_path, tiny_model_dir, u
     assert saved["config"]["eval"]["code_execution"] == "sandboxed"
 
 
-@pytest.mark.usefixtures("one_torch_thread")
+@pytest.mark.usefixtures("one_torch_thread", "planted")
 def test_running_unsandboxed_is_an_opt_in_recorded_in_the_config(tmp_path, tiny_model_dir, monkeypatch, capsys):
     study = write_study(tmp_path, tiny_model_dir, {})
     out = tmp_path / "out"
