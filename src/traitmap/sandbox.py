@@ -11,8 +11,9 @@ no new processes; started by root, it first becomes `nobody`, as root ignores th
 process limit.
 
 Unsandboxed (only by the explicit opt-in `[eval] code_execution = "unsandboxed"`), the
-program runs with the same limits in a plain child process in an empty temporary folder,
-as the user: it can read and change the user's files.
+program runs with the same limits (and, where the kernel allows it, without network) in a
+plain child process in an empty temporary folder, as the user: it can read and change the
+user's files.
 """
 
 from __future__ import annotations
