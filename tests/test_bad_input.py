@@ -715,6 +715,76 @@ def _(w, tmp):
 HELD: list[int] = []
 
 
+# ---------------------------------------------------------------- model-written code, clusters, damaged adapters
+
+case("study: an unknown code_execution")(bad_study(("batch_size = 4\nmax_new", 'batch_size = 4\ncode_execution = "off"\nmax_new'),
+                                                   expect=["line 16", "field 'eval.code_execution'", "'unsandboxed'"]))
+case("study: a connect_timeout of zero")(bad_study(append="\n[run]\nconnect_timeout = 0\n",
+                                                   expect=["line 19", "field 'run.connect_timeout'"]))
+
+
+@case("code: a code target where bubblewrap is missing")
+def _(w, tmp):
+    PATCHES.append(("traitmap.sandbox.shutil.which", lambda name, *args, **kwargs: None))
+    path = w.study(tmp, ('targets = ["reviews", "sums"]', 'targets = ["reviews", "sums", "mbpp"]'))
+    return Case(run_args(path, tmp), [str(path), "line 5", "field 'targets'", "mbpp", "package bubblewrap",
+                                      'code_execution = "unsandboxed"', "--unsandboxed-code"], tmp / "out")
+
+
+@case("ray: an address that refuses the connection")
+def _(w, tmp):
+    path = w.study(tmp, append="\n[run]\nconnect_timeout = 5\n")
+    return Case(run_args(path, tmp, "--address", "127.0.0.1:1"), ["field 'address'", "127.0.0.1:1", "cannot reach"],
+                tmp / "out")
+
+
+@case("ray: an address that answers but is no Ray cluster")
+def _(w, tmp):
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    address = f"127.0.0.1:{listener.getsockname()[1]}"
+    HELD.append(listener.detach())
+    path = w.study(tmp, append=f'\n[run]\naddress = "{address}"\nconnect_timeout = 5\n')
+    return Case(run_args(path, tmp), ["field 'address'", address, "within 5 s"], tmp / "out")
+
+
+@case("ray: an address that is not host:port")
+def _(w, tmp):
+    return Case(run_args(w.study(tmp), tmp, "--address", "headnode"), ["field 'address'", "'headnode'"], tmp / "out")
+
+
+def damaged_adapter(file: str, damage, expect: list[str]):
+    """A case: the finished study rerun with a new analysis setting (config.json would change),
+    one file of its 'reviews' adapter damaged."""
+    def make(w: World, tmp: Path) -> Case:
+        out = w.copy_finished(tmp)
+        path = out / "adapters" / "reviews" / "seed0" / file
+        path.write_bytes(damage(path.read_bytes()))
+        study = w.study(tmp, append="\n[analysis]\nn_components = 1\n", name="good.toml")
+        return Case(["run", study, "--out", out], [str(path), "adapter 'reviews' (seed 0) is damaged", "--retrain reviews",
+                                                   *expect], out)
+    return make
+
+
+case("out: a truncated adapter_model.safetensors")(damaged_adapter("adapter_model.safetensors",
+                                                                   lambda content: content[: len(content) // 2],
+                                                                   ["not a whole safetensors file"]))
+case("out: an adapter_model.safetensors cut inside its header")(damaged_adapter("adapter_model.safetensors",
+                                                                                lambda content: content[:20], ["header"]))
+case("out: an adapter_config.json cut short")(damaged_adapter("adapter_config.json", lambda content: content[:40],
+                                                              ["not readable JSON"]))
+
+
+@case("out: --retrain a name that is not a source")
+def _(w, tmp):
+    out = w.copy_finished(tmp)
+    return Case(["run", w.study(tmp, name="good.toml"), "--out", out, "--retrain", "imdb"],
+                ["field '--retrain'", "'imdb' is not a source"], out)
+
+
 # ---------------------------------------------------------------- the other commands
 
 

@@ -186,6 +186,42 @@ def test_a_broken_adapter_is_an_error_never_the_base_model(finished, data_dir, t
     assert "flipkart" not in set(Study.load(out).cells["model"])
 
 
+def test_a_damaged_adapter_is_named_before_anything_is_written_and_retrain_replaces_it(
+        finished, data_dir, tmp_path, monkeypatch):
+    from traitmap import jobs
+
+    config, out = finished
+    out = copy_of(out, tmp_path)
+    before = {name: (out / name).read_bytes() for name in ("config.json", "matrix.csv")}
+    kept = (out / "adapters" / "gsm8k" / "seed0" / "adapter_model.safetensors").read_bytes()
+    weights = out / "adapters" / "flipkart" / "seed0" / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(TraitmapError) as caught:
+        run_study(config, out, data_dir)
+    assert caught.value.file == weights and "--retrain flipkart" in str(caught.value)
+    assert (out / "config.json").read_bytes() == before["config.json"]
+
+    trained, evaluated = [], []
+
+    def train(job, *args):
+        trained.append(job.name)
+        return jobs.run_train_job(job, *args)
+
+    def evaluate(job, *args):
+        evaluated.append((job.task.name, [model for model, _, _ in job.cells]))
+        return jobs.run_eval_job(job, *args)
+
+    monkeypatch.setattr("traitmap.executors.local.run_train_job", train)
+    monkeypatch.setattr("traitmap.executors.local.run_eval_job", evaluate)
+    run.run_study(config, out, data_dir, console=Console(file=io.StringIO()), steps=("train", "evaluate"),
+                  retrain=("flipkart",))
+    assert trained == ["flipkart"] and evaluated == [(target, ["flipkart"]) for target in TARGETS]
+    assert (out / "matrix.csv").read_bytes() == before["matrix.csv"]  # the same seed trains the same adapter
+    assert (out / "adapters" / "gsm8k" / "seed0" / "adapter_model.safetensors").read_bytes() == kept
+    with pytest.raises(TraitmapError, match="not a source"):
+        run.run_study(config, out, data_dir, console=Console(file=io.StringIO()), retrain=("imdb",))
+
+
 def test_evaluating_before_training_is_refused(tmp_path, tiny_model_dir, data_dir):
     config = make_config(tmp_path, tiny_model_dir)
     with pytest.raises(TraitmapError, match="not trained yet"):

@@ -36,6 +36,10 @@ ExecutorOpt = typer.Option(None, "--executor", help="Where jobs run: 'local' (th
 AddressOpt = typer.Option(None, "--address", help="The Ray cluster to join, e.g. 10.0.0.5:6379 or 'auto' "
                           "(implies --executor ray; default: the study's [run] address, else $RAY_ADDRESS, else a local cluster).")
 
+UnsandboxedOpt = typer.Option(False, "--unsandboxed-code", help="Run model-written code (MBPP, HumanEval) without the "
+                              "bubblewrap sandbox, as you, able to read and change your files; recorded in config.json "
+                              "(the study file's [eval] code_execution = \"unsandboxed\" does the same).")
+
 
 @app.callback()
 def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks for errors.")):
@@ -77,13 +81,22 @@ def _load_study(study_file: Path, out: Optional[Path], data_dir: Optional[str]):
     return config, (out or Path("runs") / config.name), resolved_data
 
 
-def _run_steps(config, out_dir: Path, data_dir, steps: tuple[str, ...], where: dict):
+def _code_execution(config, unsandboxed: bool):
+    """The study with --unsandboxed-code applied: the run's config.json records the opt-in."""
+    import dataclasses
+
+    if not unsandboxed:
+        return config
+    return dataclasses.replace(config, eval=dataclasses.replace(config.eval, code_execution="unsandboxed"))
+
+
+def _run_steps(config, out_dir: Path, data_dir, steps: tuple[str, ...], where: dict, retrain: tuple[str, ...] = ()):
     """run_study, with a full disk anywhere inside it as one line and no temporaries left."""
     from traitmap import run as runner
     from traitmap.store import full_disk_is_an_error
 
     with full_disk_is_an_error(out_dir):
-        return runner.run_study(config, out_dir, data_dir, console=console, steps=steps, **where)
+        return runner.run_study(config, out_dir, data_dir, console=console, steps=steps, retrain=retrain, **where)
 
 
 @contextlib.contextmanager
@@ -156,18 +169,23 @@ def _print_estimate(config, plan, data_dir, store) -> None:
 def run(study_file: Path, out: Optional[Path] = OutOpt, data_dir: Optional[str] = DataOpt,
         dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the plan; run nothing."),
         analyze: bool = typer.Option(True, help="Run the analyses after the matrix."),
-        executor: Optional[str] = ExecutorOpt, address: Optional[str] = AddressOpt):
+        executor: Optional[str] = ExecutorOpt, address: Optional[str] = AddressOpt,
+        unsandboxed_code: bool = UnsandboxedOpt,
+        retrain: Optional[list[str]] = typer.Option(None, "--retrain", help="Train this adapter (a source's name) "
+                                                    "again and evaluate its cells again, e.g. when its files are damaged; "
+                                                    "the rest of the study is kept. Repeat for more.")):
     """Run a whole study: train, evaluate, matrix, PCA, analyses, report."""
     config, out_dir, resolved_data = _load_study(study_file, out, data_dir)
+    config = _code_execution(config, unsandboxed_code)
     where = _executor(executor, address)
     if dry_run:
         from traitmap.validate import validate_study
 
-        validate_study(config, resolved_data, out_dir)
+        validate_study(config, resolved_data, out_dir, tuple(retrain or ()))
         _print_plan(config, out_dir, resolved_data)
         return
     steps = ("train", "evaluate", "analyze", "report") if analyze else ("train", "evaluate", "report")
-    report = _run_steps(config, out_dir, resolved_data, steps, where)
+    report = _run_steps(config, out_dir, resolved_data, steps, where, tuple(retrain or ()))
     out_console.print(f"matrix: {out_dir / 'matrix.csv'}")
     out_console.print(f"report: {report}")
 
@@ -199,9 +217,11 @@ def train(study_file: Path, out: Optional[Path] = OutOpt, data_dir: Optional[str
 
 @app.command()
 def evaluate(study_file: Path, out: Optional[Path] = OutOpt, data_dir: Optional[str] = DataOpt,
-             executor: Optional[str] = ExecutorOpt, address: Optional[str] = AddressOpt):
+             executor: Optional[str] = ExecutorOpt, address: Optional[str] = AddressOpt,
+             unsandboxed_code: bool = UnsandboxedOpt):
     """Evaluate the base model and every trained adapter on every target not evaluated yet."""
     config, out_dir, resolved_data = _load_study(study_file, out, data_dir)
+    config = _code_execution(config, unsandboxed_code)
     _run_steps(config, out_dir, resolved_data, ("evaluate",), _executor(executor, address))
 
 
@@ -392,10 +412,12 @@ batch_size = 16           # rows per forward pass, and rows in flight while gene
 # limits = {{ {first_target} = 24 }}             # per-target override of `examples` (targets only)
 # max_new_tokens = {{ {first_target} = 160 }}    # per-target cap on generated tokens (generate tasks)
 # backend = "auto"          # the engine that answers: "auto" (best for this machine) or "hf"
+# code_execution = "sandboxed"  # model-written code (MBPP, HumanEval) runs under bubblewrap; "unsandboxed": as you
 
 # [run]                     # optional: where the jobs run (may differ between runs of a study)
 # executor = "ray"          # "local" (this process, the default) or "ray" (a Ray cluster: docs/ray.md)
 # address = "10.0.0.5:6379" # the cluster to join (default: $RAY_ADDRESS, else a local one for the run)
+# connect_timeout = 30      # seconds to join the cluster before the run gives up, writing nothing
 
 # [analysis]                # optional settings of the analyses
 # n_components = 4          # latent traits (PCA components) to keep

@@ -48,6 +48,7 @@ class EvalJob:
     backend: str
     batch_size: int
     max_new_tokens: int | None = None
+    code_execution: str = "sandboxed"  # model-written code: "sandboxed" or "unsandboxed" ([eval] code_execution)
 
     @property
     def requests(self) -> int:
@@ -92,7 +93,8 @@ def run_eval_job(job: EvalJob, backend: Backend, progress: Callable[[int], None]
         answered += 1
         if len(answers[cell]) == n:
             model, seed, _ = job.cells[cell]
-            records = [record(model, seed, job.task, ex, answers[cell][i]) for i, ex in enumerate(examples)]
+            records = [record(model, seed, job.task, ex, answers[cell][i], job.code_execution)
+                       for i, ex in enumerate(examples)]
             yield CellResult(model, seed, job.task.name, records, (time.perf_counter() - start) * n / answered)
 
 
@@ -107,9 +109,9 @@ def backend_for(job: EvalJob, loaded: dict) -> Backend:
     return loaded[key]
 
 
-def record(model: str, seed: int, task: Task, example: Example, response) -> dict:
+def record(model: str, seed: int, task: Task, example: Example, response, code_execution: str = "sandboxed") -> dict:
     """One example's row in the store (docs/architecture.md lists the fields)."""
-    scored = task.score(example, response)
+    scored = task.score(example, response, sandboxed=code_execution != "unsandboxed")
     return {
         "model": model, "seed": seed, "task": task.name, "example_id": example.id, "prompt": example.prompt,
         "output": scored.output, "output_tokens": int(scored.output_tokens),

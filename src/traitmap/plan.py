@@ -18,6 +18,15 @@ CONFIG_FILE = "config.json"
 DB_FILE = "traitmap.sqlite"
 # Settings that finished work depends on: changing them in an existing output dir is refused.
 FROZEN_KEYS = ("base_model", "train", "eval")
+UNFROZEN_EVAL_KEYS = ("code_execution",)  # how the work ran, not what it computed
+
+
+def frozen_value(config: dict, key: str):
+    """A saved or current config's value of a frozen key, as compared between runs."""
+    value = config.get(key)
+    if key == "eval" and isinstance(value, dict):
+        return {k: v for k, v in value.items() if k not in UNFROZEN_EVAL_KEYS}
+    return value
 
 
 @dataclass(frozen=True)

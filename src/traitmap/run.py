@@ -59,9 +59,10 @@ def machine() -> dict:
     return {"platform": platform.platform(), **cpu_description()}
 
 
-def prepare_out_dir(config: StudyConfig, out_dir: Path, data_dir: Path | None) -> Store:
+def prepare_out_dir(config: StudyConfig, out_dir: Path, data_dir: Path | None, retrain: tuple[str, ...] = ()) -> Store:
     """Create or reopen an output dir and lock it for this process; refuse one whose
-    finished work used other settings. The store's close releases the lock."""
+    finished work used other settings. The adapters in `retrain` are forgotten, with
+    their cells, for the run to train and evaluate again. The store's close releases the lock."""
     from traitmap.validate import check_out_dir
 
     try:
@@ -70,12 +71,16 @@ def prepare_out_dir(config: StudyConfig, out_dir: Path, data_dir: Path | None) -
         raise write_error(error, out_dir) from None
     lock = StudyLock(out_dir)
     try:
-        check_out_dir(config, out_dir)  # again under the lock: another run may have written it meanwhile
+        check_out_dir(config, out_dir, retrain)  # again under the lock: another run may have written it meanwhile
         remove_temporaries(out_dir)  # left by a killed run
         write_json(out_dir / CONFIG_FILE, {"config": config.to_dict(), "data_dir": str(data_dir) if data_dir else HUB,
                                            "seeds": config.seeds, "versions": versions(), "machine": machine(),
                                            "matrix_metric": config.metric})
-        return Store(out_dir / DB_FILE, lock=lock)
+        store = Store(out_dir / DB_FILE, lock=lock)
+        for name in retrain:
+            for folder in store.forget_adapter(name):
+                shutil.rmtree(folder, ignore_errors=True)
+        return store
     except BaseException:
         lock.release()
         raise
@@ -155,7 +160,7 @@ def evaluate_missing(config: StudyConfig, store: Store, out_dir: Path, data_dir:
         if cells:
             jobs.append(EvalJob(tasks.get(target, extra_dirs=config.task_dirs), target_examples(config, target, data_dir),
                                 cells, config.base_model, config.eval.backend, config.eval.batch_size,
-                                config.eval.max_new_tokens.get(target)))
+                                config.eval.max_new_tokens.get(target), config.eval.code_execution))
     with progress_bar(console) as bar:
         overall = bar.add_task("evaluate (cells)", total=len(todo), info="")
         bars = {job.task.name: bar.add_task(f"  {job.task.name} ({len(job.cells)} models)", total=job.requests, info="")
@@ -189,8 +194,10 @@ def seed_everything(seed: int) -> None:
 
 def run_study(config: StudyConfig, out_dir: Path, data_dir: Path | None, *, console: Console,
               steps: tuple[str, ...] = ("train", "evaluate", "analyze", "report"),
-              executor_name: str | None = None, executor_options: dict | None = None) -> Path | None:
+              executor_name: str | None = None, executor_options: dict | None = None,
+              retrain: tuple[str, ...] = ()) -> Path | None:
     """Do the given steps of a study, skipping finished work; returns the report's path if built.
+    The adapters named in `retrain` are trained and evaluated again (e.g. damaged files).
 
     The executor and its options default to the study's [run] table; each given one overrides
     its field (e.g. `--executor ray` keeps the file's address)."""
@@ -200,17 +207,26 @@ def run_study(config: StudyConfig, out_dir: Path, data_dir: Path | None, *, cons
 
     seed_everything(config.seed)
     out_dir = Path(out_dir)
-    validate_study(config, data_dir, out_dir)  # reads only: nothing is written unless the whole plan is valid
-    store = prepare_out_dir(config, out_dir, data_dir)
-    started, clock = now(), time.perf_counter()
-    run_id = store.start_run(started, " ".join(steps), config.to_dict(), versions(), machine())
-    try:
-        if {"train", "evaluate"} & set(steps):
-            executor_name = executor_name or config.run.executor
-            options = dict(executor_options or {})
-            if executor_name == "ray" and config.run.address and not options.get("address"):
+    validate_study(config, data_dir, out_dir, retrain)  # reads only: nothing is written unless the whole plan is valid
+    executor = None
+    if {"train", "evaluate"} & set(steps):  # a cluster is reached before the output folder is touched
+        executor_name = executor_name or config.run.executor
+        options = dict(executor_options or {})
+        if executor_name == "ray":
+            if config.run.address and not options.get("address"):
                 options["address"] = config.run.address
-            executor = executors.get(executor_name, **options)
+            options.setdefault("connect_timeout", config.run.connect_timeout)
+        executor = executors.get(executor_name, **options)
+    try:
+        store = prepare_out_dir(config, out_dir, data_dir, retrain)
+        started, clock = now(), time.perf_counter()
+        run_id = store.start_run(started, " ".join(steps), config.to_dict(), versions(), machine())
+    except BaseException:
+        if executor is not None:
+            executor.close()
+        raise
+    try:
+        if executor is not None:
             try:
                 if "train" in steps:
                     train_missing(config, store, out_dir, data_dir, executor, console)

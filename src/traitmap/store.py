@@ -262,6 +262,17 @@ class Store:
                 (name, seed, source, json.dumps(variant), self._relative(path), json.dumps(train_log), finished),
             )
 
+    def forget_adapter(self, name: str) -> list[Path]:
+        """Drop an adapter (every seed), its cells and their records in one transaction, so
+        that the plan trains and evaluates it again; returns its folders for the caller to remove."""
+        folders = [self._located(row[0]) for row in
+                   self.db.execute("SELECT path FROM adapters WHERE name=?", (name,)).fetchall()]
+        with self.writing():
+            self.db.execute("DELETE FROM adapters WHERE name=?", (name,))
+            self.db.execute("DELETE FROM records WHERE model=?", (name,))
+            self.db.execute("DELETE FROM cells WHERE model=?", (name,))
+        return folders
+
     def _relative(self, path: Path) -> str:
         path, root = Path(path).resolve(), self.path.parent.resolve()
         return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)

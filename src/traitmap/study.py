@@ -99,6 +99,9 @@ class EvalConfig:
     batch_size: int = 16
     max_new_tokens: dict[str, int] = field(default_factory=dict)
     backend: str = "auto"
+    # How model-written code runs: "sandboxed" (bubblewrap) or "unsandboxed" (an explicit
+    # opt-in). Where the results were computed, not what they are: a rerun may change it.
+    code_execution: str = "sandboxed"
 
     def limit_for(self, task: str) -> int | None:
         return self.limits.get(task, self.examples)
@@ -110,6 +113,7 @@ class RunConfig:
 
     executor: str = "local"
     address: str | None = None  # the Ray cluster to join; none: $RAY_ADDRESS, else a local cluster
+    connect_timeout: float = 30.0  # seconds to reach the cluster before the run gives up, writing nothing
 
 
 @dataclass(frozen=True)
@@ -299,6 +303,11 @@ def parse(raw: dict, *, path: Path | None = None, text: str = "") -> StudyConfig
 
     if ev.backend not in backends.names():
         raise fail(f"unknown backend '{ev.backend}' (choose from {', '.join(backends.names())})", "eval.backend")
+    from traitmap.sandbox import CODE_EXECUTION
+
+    if ev.code_execution not in CODE_EXECUTION:
+        raise fail(f"must be one of {', '.join(repr(v) for v in CODE_EXECUTION)}, got {ev.code_execution!r}",
+                   "eval.code_execution")
     for key in ("limits", "max_new_tokens"):
         table = getattr(ev, key)
         if not isinstance(table, dict) or not all(_positive_int(v) for v in table.values()):
@@ -325,6 +334,8 @@ def parse(raw: dict, *, path: Path | None = None, text: str = "") -> StudyConfig
         raise fail(f"unknown executor '{run.executor}' (choose from {', '.join(executors.names())})", "run.executor")
     if run.address is not None and (not isinstance(run.address, str) or not run.address.strip()):
         raise fail("must be a cluster address such as \"10.0.0.5:6379\" or \"auto\"", "run.address")
+    if not (_number(run.connect_timeout) and run.connect_timeout > 0):
+        raise fail(f"must be a positive number of seconds, got {run.connect_timeout!r}", "run.connect_timeout")
     if run.address is not None and run.executor != "ray":
         raise fail("an address is for the ray executor: remove it or set executor = \"ray\"", "run.address")
 

@@ -15,16 +15,19 @@ import os
 import sqlite3
 from pathlib import Path
 
-from traitmap import data, models, plan, tasks
+from traitmap import data, models, plan, sandbox, tasks
 from traitmap.errors import TraitmapError
 from traitmap.store import LOCK_FILE
 from traitmap.study import StudyConfig, _line_of, line_of_value
 
 
-def validate_study(config: StudyConfig, data_dir: Path | None, out_dir: Path | None = None) -> None:
-    """Everything a run of `config` reads, checked before the output folder is created or touched."""
+def validate_study(config: StudyConfig, data_dir: Path | None, out_dir: Path | None = None,
+                   retrain: tuple[str, ...] = ()) -> None:
+    """Everything a run of `config` reads, checked before the output folder is created or
+    touched; `retrain` names adapters the run trains again, whatever their files hold."""
     where = _StudyFile(config)
     used = check_tasks(config, where)
+    check_code_execution(config, used, where)
     model_dir = check_model(config, where)
     try:
         tokenizer = None if model_dir is None else models.load_tokenizer(model_dir)  # the tokenizer files only
@@ -35,8 +38,9 @@ def validate_study(config: StudyConfig, data_dir: Path | None, out_dir: Path | N
             task.check_tokens(tokenizer)
     training = check_splits(config, data_dir, used, where)
     check_truncation(config, training, tokenizer, where)
+    check_retrain(config, retrain)
     if out_dir is not None:
-        check_out_dir(config, Path(out_dir))
+        check_out_dir(config, Path(out_dir), retrain)
 
 
 class _StudyFile:
@@ -95,6 +99,19 @@ def check_tasks(config: StudyConfig, where: _StudyFile | None = None) -> dict[st
             raise where.error(f"task '{target}' has no 'test' split to evaluate on (it has: "
                               f"{', '.join(found.splits)}; see {found.file})", "targets", target)
     return used
+
+
+def check_code_execution(config: StudyConfig, used: dict[str, tasks.Task], where: _StudyFile | None = None) -> None:
+    """Targets that run model-written code (pass@1) find a working sandbox, unless the
+    study opted in to running that code unsandboxed."""
+    code_targets = [t for t in config.targets if used[t].metric == "pass@1"]
+    if not code_targets or config.eval.code_execution == sandbox.UNSANDBOXED:
+        return
+    try:
+        sandbox.check_sandbox()
+    except TraitmapError as error:
+        raise (where or _StudyFile(config)).error(f"target '{code_targets[0]}': {error.message}", "targets",
+                                                  code_targets[0]) from None
 
 
 def _check_variant_fits(source, task: tasks.Task, where: _StudyFile) -> None:
@@ -181,9 +198,19 @@ def check_truncation(config: StudyConfig, training: dict[str, list], tokenizer, 
                               f"max_length = {whole} keeps every answer", "train.max_length")
 
 
-def check_out_dir(config: StudyConfig, out_dir: Path) -> None:
+def check_retrain(config: StudyConfig, retrain: tuple[str, ...]) -> None:
+    """Every adapter named to be trained again is one of the study's sources."""
+    names = [s.name for s in config.sources]
+    for name in retrain:
+        if name not in names:
+            raise TraitmapError(f"'{name}' is not a source of study '{config.name}' (its sources: {', '.join(names)})",
+                                field="--retrain")
+
+
+def check_out_dir(config: StudyConfig, out_dir: Path, retrain: tuple[str, ...] = ()) -> None:
     """The output folder can be written, and if it holds a study, it is this study's:
-    the settings its finished work depends on are the same."""
+    the settings its finished work depends on are the same, and its trained adapters'
+    files are whole (except those in `retrain`, which the run trains again)."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise TraitmapError("is a file, not a folder: choose another --out", file=out_dir)
@@ -209,7 +236,7 @@ def check_out_dir(config: StudyConfig, out_dir: Path) -> None:
     current = config.to_dict()
     recorded = plan.saved_config(out_dir, saved).to_dict()  # settings added since it ran: its preset's values
     for key in plan.FROZEN_KEYS:
-        if recorded.get(key) != current.get(key):
+        if plan.frozen_value(recorded, key) != plan.frozen_value(current, key):
             raise TraitmapError(
                 f"this output directory holds a study run with a different '{key}'; use a new --out directory",
                 file=saved_path, field=key,
@@ -221,6 +248,60 @@ def check_out_dir(config: StudyConfig, out_dir: Path) -> None:
                 f"source '{s['name']}' was defined differently in the finished run; rename it or use a new --out",
                 file=saved_path, field="sources",
             )
+    _check_adapters(config, out_dir, skip=retrain)
+
+
+def _check_adapters(config: StudyConfig, out_dir: Path, skip: tuple[str, ...]) -> None:
+    """Each adapter the store records for this study, where its folder is there, has a
+    readable PEFT config and safetensors file (header and size), so that a damaged one
+    is named now rather than when a cell loads it."""
+    path = out_dir / plan.DB_FILE
+    if not path.exists():
+        return
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = db.execute("SELECT name, seed, path FROM adapters").fetchall()
+    except sqlite3.DatabaseError:
+        return  # a store from before adapters were recorded holds none
+    finally:
+        db.close()
+    sources = {s.name for s in config.sources} - set(skip)
+    for name, seed, stored in rows:
+        folder = out_dir / stored if (out_dir / stored).exists() else Path(stored)
+        if name not in sources or not folder.is_dir():
+            continue
+        problem = adapter_problem(folder)
+        if problem is not None:
+            file, why = problem
+            raise TraitmapError(f"adapter '{name}' (seed {seed}) is damaged ({why}): rerun with `--retrain {name}` to "
+                                "train it again and evaluate its cells again; the rest of the study is kept",
+                                file=folder / file)
+
+
+def adapter_problem(folder: Path) -> tuple[str, str] | None:
+    """(file, what is wrong) for an adapter folder that cannot load; None when it can."""
+    import json
+
+    from safetensors import SafetensorError, safe_open
+
+    config = folder / "adapter_config.json"
+    try:
+        settings = json.loads(config.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return config.name, "missing"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        return config.name, f"not readable JSON: {error}"
+    if not isinstance(settings, dict) or "peft_type" not in settings:
+        return config.name, "not a PEFT adapter config (no peft_type)"
+    weights = folder / "adapter_model.safetensors"
+    if not weights.is_file():
+        return weights.name, "missing"
+    try:
+        with safe_open(weights, framework="numpy") as handle:
+            handle.keys()
+    except (OSError, SafetensorError) as error:
+        return weights.name, f"not a whole safetensors file: {error}"
+    return None
 
 
 def _check_database(path: Path) -> None:

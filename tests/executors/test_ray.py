@@ -133,3 +133,20 @@ def test_cli_run_with_executor_ray(reference, tmp_path, tiny_model_dir, data_dir
     assert "matrix:" in capsys.readouterr().out
     assert not ray.is_initialized()
     assert_same_study(out, reference)
+
+
+def test_an_unreachable_address_fails_at_once_and_writes_nothing(tmp_path, tiny_model_dir, data_dir):
+    import time
+
+    start = time.monotonic()
+    with pytest.raises(TraitmapError, match="cannot reach the Ray cluster at 127.0.0.1:1"):
+        run_study(make_config(tmp_path, tiny_model_dir), tmp_path / "out", data_dir, "ray", address="127.0.0.1:1",
+                  connect_timeout=5)
+    assert time.monotonic() - start < 60 and not (tmp_path / "out").exists() and not ray.is_initialized()
+
+
+def test_a_running_clusters_address_is_reached(cluster):
+    from traitmap.executors.ray import reach
+
+    reach(ray.get_runtime_context().gcs_address, 60)  # joins it from a child process, which then leaves
+    assert ray.cluster_resources()["CPU"] == 2

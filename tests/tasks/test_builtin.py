@@ -6,6 +6,8 @@ import pytest
 from traitmap import parsers, tasks
 from traitmap.errors import TraitmapError
 
+from test_sandbox import needs_bwrap  # tests/ is on sys.path (conftest)
+
 BUILTIN = ["amazon_polarity", "evol_instruct_code", "flipkart", "goat", "gsm8k", "humaneval", "imdb", "mbpp",
            "metamath_gsm8k_backward", "mnli", "msrp_paraphrase", "tweeteval_offensive"]
 
@@ -104,6 +106,7 @@ def test_mbpp_splits_are_task_id_ranges(data_dir):
     assert len(task.examples("train", data_dir)) == 374
 
 
+@needs_bwrap
 @pytest.mark.parametrize("name, ids", [("mbpp", ["11", "12", "13"]), ("humaneval", ["HumanEval/0", "HumanEval/1"])])
 def test_canonical_code_passes_and_wrong_code_fails(name, ids, data_dir):
     task = tasks.get(name)
@@ -115,6 +118,7 @@ def test_canonical_code_passes_and_wrong_code_fails(name, ids, data_dir):
         assert not wrong.passed and wrong.error in ("assertion", "exception"), wrong
 
 
+@needs_bwrap
 def test_mbpp_limit_fits_its_slowest_reference(data_dir):
     """Task 123's reference (amicable numbers below 9999) took 3.7 s on a busy machine: over the
     sandbox's default 5 s limit there; the task's own limit leaves it room."""

@@ -23,10 +23,15 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import math
 import os
 import shutil
+import socket
+import subprocess
+import sys
 import tempfile
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -136,15 +141,18 @@ class RayExecutor:
     `num_cpus`: CPUs per job on a CPU cluster. `num_gpus`: GPUs per job (default: 1 where
     the cluster has GPUs, else 0). `max_retries`: times a job is retried after its worker dies.
     `on_start(job, pid)` is called on the driver when a worker process starts a job.
-    If this process is already connected to Ray, that cluster is used and left running."""
+    `connect_timeout`: seconds to reach a cluster's address before giving up (Ray itself
+    would retry for minutes). If this process is already connected to Ray, that cluster is
+    used and left running."""
 
     def __init__(self, address: str | None = None, *, workers: int | None = None, num_cpus: float = 1,
                  num_gpus: float | None = None, max_retries: int = 3,
-                 on_start: Callable[[object, int], None] | None = None):
+                 on_start: Callable[[object, int], None] | None = None, connect_timeout: float = 30.0):
         self.started = False
         if not ray.is_initialized():
-            ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local",
-                     include_dashboard=False, log_to_driver=False)
+            address = address or os.environ.get("RAY_ADDRESS") or "local"
+            reach(address, connect_timeout)
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
             self.started = True
         if workers is not None and workers < 1:
             raise TraitmapError("the number of Ray workers must be at least 1", field="workers")
@@ -322,6 +330,41 @@ class RayExecutor:
         if self.started:
             ray.shutdown()
             self.started = False
+
+
+_JOIN = """import logging, sys, ray
+ray.init(address=sys.argv[1], include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+ray.shutdown()
+"""
+
+
+def reach(address: str, timeout: float) -> None:
+    """Join the cluster at `address` ("host:port", or "ray://host:port" for Ray Client)
+    once, in a child process, within `timeout` seconds, since Ray itself retries a silent
+    or wrong address for minutes; "local" and "auto" need no network."""
+    if address in ("local", "auto"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise TraitmapError(f"'{address}' is not a Ray cluster address (host:port, e.g. 10.0.0.5:6379, or 'auto')",
+                            field="address")
+    start = time.monotonic()
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+        joined = subprocess.run([sys.executable, "-c", _JOIN, address], capture_output=True, text=True,
+                                timeout=max(0.1, timeout - (time.monotonic() - start)))
+    except OSError as error:
+        why = "no answer" if isinstance(error, TimeoutError) else (error.strerror or str(error) or type(error).__name__)
+    except subprocess.TimeoutExpired:
+        why = "it accepts a connection but does not answer as a Ray cluster"
+    else:
+        if joined.returncode == 0:
+            return
+        last = (joined.stderr.strip().splitlines() or [f"exit status {joined.returncode}"])[-1]
+        why = f"Ray cannot join it: {last.strip()[:200]}"
+    raise TraitmapError(f"cannot reach the Ray cluster at {address} within {timeout:g} s ({why}): is the cluster "
+                        "running (`ray start --head`), the address its head node's, with the same Ray version?",
+                        field="address")
 
 
 def _adapter_keys(job: EvalJob) -> set[tuple[str, int]]:

@@ -261,15 +261,17 @@ class Task:
         return Request(example.prompt, adapter, max_new_tokens=max_new_tokens or self.max_new_tokens,
                        stop=tuple(self.stop))
 
-    def score(self, example: Example, response: Response) -> Scored:
-        """A backend's response to `request(example)`, read and scored."""
+    def score(self, example: Example, response: Response, *, sandboxed: bool = True) -> Scored:
+        """A backend's response to `request(example)`, read and scored (code: `sandboxed`
+        as `sandbox.run_python` says)."""
         if self.choice:
             lp = response.logprobs
             predicted = max(self.choice.verbalizers, key=lambda c: lp[c])
             return Scored(predicted, response.choice_tokens[predicted], predicted, predicted == example.gold,
                           json.dumps({c: lp[c] for c in self.choice.verbalizers}))
         parsed = self.parse(response.text)
-        return Scored(response.text, response.tokens, parsed, parsed is not None and self.is_correct(parsed, example), "")
+        correct = parsed is not None and self.is_correct(parsed, example, sandboxed=sandboxed)
+        return Scored(response.text, response.tokens, parsed, correct, "")
 
     def cell_metrics(self, records) -> metrics.CellMetrics:
         """One cell's metrics from its records (dicts or a table with parsed, gold, correct).
@@ -293,7 +295,7 @@ class Task:
             return parsers.first_choice(output_text, self.choice.verbalizers)
         return parsers.PARSERS[self.generate.parser](output_text)
 
-    def is_correct(self, parsed: str | None, example: Example) -> bool:
+    def is_correct(self, parsed: str | None, example: Example, *, sandboxed: bool = True) -> bool:
         """Score one parsed answer; code tasks run the example's tests in the sandbox."""
         self.check_evaluable()
         if parsed is None:
@@ -302,15 +304,16 @@ class Task:
             return parsed == example.gold
         if self.metric == "exact_match":
             return parsers.same_answer(parsed, example.gold)
-        return self.run_tests(parsed, example).passed
+        return self.run_tests(parsed, example, sandboxed=sandboxed).passed
 
-    def run_tests(self, code: str, example: Example, *, timeout: float | None = None) -> sandbox.SandboxResult:
+    def run_tests(self, code: str, example: Example, *, timeout: float | None = None,
+                  sandboxed: bool = True) -> sandbox.SandboxResult:
         """Run code_prefix + code + tests in the sandbox (for the task's `timeout` unless
         given); the result says why it failed."""
         if "tests" not in example.meta:
             raise TraitmapError(f"task '{self.name}' has no code tests", file=self.file, field="generate.tests")
         program = f"{example.meta['code_prefix']}{code}\n\n{example.meta['tests']}\n"
-        return sandbox.run_python(program, timeout=timeout or self.generate.timeout)
+        return sandbox.run_python(program, timeout=timeout or self.generate.timeout, sandboxed=sandboxed)
 
     def check_tokens(self, tokenizer) -> None:
         """Verbalizers the scorer can tell apart with this tokenizer.
