@@ -32,7 +32,7 @@ def test_every_section_and_figure_is_present(built):
     html = built
     for id in SECTIONS:
         body = _section(html, id)
-        assert 'class="note"' not in body.split("<figure")[0], f"{id} unexpectedly empty"
+        assert id == "claims" or 'class="note"' not in body.split("<figure")[0], f"{id} unexpectedly empty"
         assert f'href="#{id}"' in html
     for fig in ["fig-matrix", "fig-gains", "fig-scree", "fig-loadings", "fig-biplot", "fig-profiles", "fig-lengths",
                 "fig-class-shares", "fig-label-lengths", "fig-similarity-0", "fig-similarity-1", "fig-similarity-gain", "fig-dependency", "fig-prediction"]:
@@ -42,7 +42,9 @@ def test_every_section_and_figure_is_present(built):
 
 def test_narrative_numbers_come_from_the_planted_study(built):
     html = built
-    assert '<div class="value">+40.0</div><div class="detail">flipkart → flipkart</div>' in html  # at a glance
+    assert ('<div class="value">+40.0</div><div class="detail">flipkart → flipkart, 95% interval +37.0 to +43.0, '
+            '50 examples</div>') in html  # at a glance
+    assert '<div class="value">−35.0</div><div class="detail">flipkart@mislabel → flipkart, 95% interval' in html
     assert '<div class="value">7 / 12</div>' in html and '<div class="value">95%</div>' in html
     matrix = _section(html, "matrix")
     assert "The flipkart adapter gains most on flipkart (+40.0 points); flipkart@mislabel hurts flipkart most (−35.0)." in matrix
@@ -165,13 +167,13 @@ def test_a_share_of_variance_that_is_100_percent_by_construction_says_so(built):
     assert "With 3 adapters that share is 100% by construction" in " ".join(traits.split())
 
 
-def test_a_section_opens_with_the_paper_claims_its_evidence_tests(bare_study, tmp_path):
+def test_the_paper_claims_have_their_own_section(bare_study, tmp_path):
     """Without the variant adapter the planted study can test "classification helps math":
     flipkart's +4 points on gsm8k from 50 questions is within noise, and the page says so."""
     bare_study.config.sources = [s for s in bare_study.config.sources if not s.variant]
     bare_study.matrix = bare_study.matrix.drop(index="flipkart@mislabel")
     bare_study._records = bare_study._records[bare_study._records["model"] != "flipkart@mislabel"]
-    matrix = _section(_html(bare_study, tmp_path), "matrix")
+    claims = _section(_html(bare_study, tmp_path), "claims")
     assert ('<p class="verdict inconclusive-at-this-size"><strong>Classification training helps math (GSM8K): '
-            'inconclusive at this size.</strong> Averaged over 1 classification adapter,') in matrix
-    assert matrix.index('class="verdict') < matrix.index('class="lead"')
+            'inconclusive at this size.</strong> Averaged over 1 classification adapter,') in claims
+    assert 'class="verdict' not in _section(_html(bare_study, tmp_path), "matrix")

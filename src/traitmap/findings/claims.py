@@ -19,7 +19,7 @@ import pandas as pd
 from scipy.stats import binomtest
 
 from traitmap.analysis.classes import js_distance
-from traitmap.analysis.pca import TraitPCA, adapter_draws
+from traitmap.analysis.pca import TraitPCA, adapter_draws, has_variance
 from traitmap.errors import TraitmapError
 
 from .evidence import BOOT_SEED, Estimate, Evidence, median_interval
@@ -108,7 +108,9 @@ def four_components(ev: Evidence) -> Finding | None:
     replicates = adapter_draws(ev.draws.draws, models, pca["on"])
     fitter = TraitPCA(k, on=pca["on"])
     boot = np.array([fitter.fit_array(x).explained_variance_ratio[:k].sum()
-                     for x in replicates if not np.isnan(x).any()])
+                     for x in replicates if not np.isnan(x).any() and has_variance(x)])
+    if not len(boot):
+        return None
     low, high = np.quantile(boot, [0.025, 0.975])
     x = ev.matrix.drop(index="base").sub(ev.matrix.loc["base"], axis=1).to_numpy(dtype=float)
     if np.isnan(x).any():
