@@ -18,6 +18,18 @@ from traitmap.store import Store
 from traitmap.study import HUB, StudyConfig
 
 
+def recorded_data_dir(saved: dict) -> Path | None:
+    """The data dir a study's run was given (None: the hub); TRAITMAP_DATA_DIR only when that
+    folder is gone (a study moved to another machine, or an export)."""
+    recorded = saved.get("data_dir")
+    if recorded == HUB:
+        return None
+    if recorded and Path(recorded).is_dir():
+        return Path(recorded)
+    chosen = os.environ.get("TRAITMAP_DATA_DIR") or recorded
+    return None if chosen == HUB or not chosen else Path(chosen)
+
+
 class Study:
     def __init__(self, out_dir: Path, config: StudyConfig, saved: dict):
         self.out_dir = Path(out_dir)
@@ -52,13 +64,7 @@ class Study:
         """The data dir the run was given (None: the hub), so that analyses describe the data
         that was trained and evaluated on; TRAITMAP_DATA_DIR only when that folder is gone
         (a study moved to another machine)."""
-        recorded = self.meta.get("data_dir")
-        if recorded == HUB:
-            return None
-        if recorded and Path(recorded).is_dir():
-            return Path(recorded)
-        chosen = os.environ.get("TRAITMAP_DATA_DIR") or recorded
-        return None if chosen == HUB or not chosen else Path(chosen)
+        return recorded_data_dir(self.meta)
 
     # results ---------------------------------------------------------------------------
     @property

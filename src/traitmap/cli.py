@@ -292,19 +292,50 @@ def findings(folders: list[Path] = typer.Argument(..., help="Study folders (run 
 
 
 @app.command()
-def predict(out_dir: Path, new_source: str = typer.Argument(..., help="A task name or a task TOML file not trained on.")):
-    """Rank the study's targets by the predicted gain of training on NEW_SOURCE."""
+def predict(out_dir: Path, new_source: str = typer.Argument(..., help="A task name or a task TOML file not trained on."),
+            data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Where the new source's data lives "
+                                                   "(default: the study's data folder, else $TRAITMAP_DATA_DIR).")):
+    """Predict the gain of training on NEW_SOURCE for each target of a finished study (a run folder or an export)."""
     from traitmap import tasks as registry
-    from traitmap.analysis.predict import predict_new_source
-    from traitmap.api import Study
+    from traitmap.analysis.predict import TrainedSources
+    from traitmap.report.common import points
 
-    study = Study.load(out_dir)
-    task = registry.load_file(Path(new_source)) if new_source.endswith(".toml") else study.task(new_source)
+    folder = None if data_dir is None or data_dir == "hub" else Path(data_dir)
+    if folder is not None and not folder.is_dir():
+        raise TraitmapError(f"data directory '{folder}' does not exist (from --data-dir)", field="--data-dir")
+    trained = TrainedSources.of_folder(out_dir, folder)
+    config = trained.config
+    is_file = new_source.endswith(".toml")
+    task = registry.load_file(Path(new_source)) if is_file else registry.get(new_source, extra_dirs=config.task_dirs)
+    already = None if is_file else trained.measured(task.name)
+    if already is not None:
+        gains = trained.gains.loc[already]
+        out_console.print(f"{task.name} is already a source of this study (adapter {escape(already)}): its measured "
+                          "gains, not a prediction:", highlight=False)
+        for target, gain in gains.items():
+            out_console.print(f"  {escape(str(target))}: {points(gain)} points", highlight=False)
+        return
     task.check_trainable()
-    examples = task.examples("train", study.data_dir, limit=study.config.train.examples, seed=study.config.seed)
-    out_console.print(predict_new_source(study, examples).to_string())
-    out_console.print(f"Trained on {len(study.config.sources)} sources: loso_* columns are the leave-one-source-out "
-                      "correlations of predicted and actual gains for each target; trust a ranking only where they are high.")
+    examples = task.examples("train", trained.data_dir, limit=config.train.examples, seed=config.seed)
+    ranking = trained.predict(examples)
+    beats = int(ranking["beats_mean"].sum())
+    mae, base_mae = ranking["loso_mae"].mean() * 100, ranking["baseline_mae"].mean() * 100
+    verdict = ("beat" if mae < base_mae else "did not beat")
+    out_console.print(f"Leave-one-source-out check over {len(trained.features)} sources: the model {verdict} the mean "
+                      f"of the other sources (off by {mae:.1f} points on average, the mean by {base_mae:.1f}); it beat "
+                      f"the mean on {beats} of {len(ranking)} targets.", highlight=False)
+    table = Table(title=f"Gain of training on {escape(task.name)}, in points", box=box.SIMPLE_HEAD, show_edge=False,
+                  pad_edge=False)
+    for header in ("target", "predicted", "mean", "error", "mean error"):
+        table.add_column(header, justify="left" if header == "target" else "right", no_wrap=True)
+    for target, row in ranking.sort_values(["beats_mean", "predicted_gain"], ascending=False).iterrows():
+        predicted = points(row["predicted_gain"]) if row["beats_mean"] else "no better than mean"
+        table.add_row(escape(str(target)), predicted, points(row["mean_gain"]), f"{row['loso_mae'] * 100:.1f}",
+                      f"{row['baseline_mae'] * 100:.1f}")
+    out_console.print(table)
+    out_console.print("A prediction is shown only where, for the trained sources held out one at a time, it missed "
+                      "by less than the other sources' mean gain (mean) did; errors are mean absolute misses in points.",
+                      highlight=False)
 
 
 # ---------------------------------------------------------------------------------------

@@ -343,6 +343,62 @@ def predict_new_source(study, examples: Sequence, *, embeddings: dict[str, Seque
     return ranking
 
 
+@dataclass
+class TrainedSources:
+    """What predicting a new source needs of a finished study, read from its run folder or
+    from an export of it (`traitmap export`): the matrix, and each trained source's
+    features (the export's analysis/source_features.csv, else recomputed from the data)."""
+
+    config: object
+    matrix: pd.DataFrame
+    features: pd.DataFrame
+    data_dir: Path | None
+
+    @property
+    def gains(self) -> pd.DataFrame:
+        return self.matrix.drop(index=BASE) - self.matrix.loc[BASE]
+
+    @classmethod
+    def of_folder(cls, folder: Path, data_dir: Path | None = None) -> "TrainedSources":
+        from traitmap import plan
+        from traitmap.api import recorded_data_dir
+
+        folder = Path(folder)
+        saved = plan.read_saved(folder)
+        config = plan.saved_config(folder, saved)
+        matrix_file = folder / "matrix.csv"
+        if not matrix_file.is_file():
+            raise TraitmapError("no matrix.csv: the study has not been evaluated yet", file=folder)
+        matrix = pd.read_csv(matrix_file, index_col="model")
+        matrix.index, matrix.columns = matrix.index.astype(str), matrix.columns.astype(str)
+        data = data_dir if data_dir is not None else recorded_data_dir(saved)
+        adapters = [m for m in matrix.index if m != BASE]
+        features_file = folder / "analysis" / "source_features.csv"
+        features = pd.read_csv(features_file, index_col="source") if features_file.is_file() else None
+        if features is None or not set(adapters) <= set(features.index.astype(str)):
+            if data is not None and not Path(data).is_dir():
+                raise TraitmapError(f"has no analysis/source_features.csv, and the sources' data folder {data} is not "
+                                    "there to recompute it: pass --data-dir", file=folder)
+            features = pd.DataFrame({name: SourceFeatures.from_examples(
+                plan.source_examples(config, name, data, config.seed)).to_series() for name in adapters}).T
+        features.index = features.index.astype(str)
+        return cls(config, matrix, features.loc[adapters], data)
+
+    def measured(self, task: str) -> str | None:
+        """The adapter trained on `task` as it is (no variant), if the study has one."""
+        return next((s.name for s in self.config.sources if s.task == task and not s.variant
+                     and s.name in self.matrix.index), None)
+
+    def predict(self, examples: Sequence) -> pd.DataFrame:
+        """`predict_gains` for a new source's training examples."""
+        if len(self.features) < MIN_SOURCES:
+            raise TraitmapError(too_few_sources(len(self.features)))
+        new = SourceFeatures.from_examples(examples).to_series().to_frame("new_source").T
+        ranking, _ = predict_gains(self.features, self.gains, new, base=self.matrix.loc[BASE],
+                                   alpha=dict(getattr(self.config, "analysis", None) or {}).get("predict_alpha", 1.0))
+        return ranking
+
+
 def run(study, out_dir: Path) -> list[Path]:
     """source_features.csv (source x feature), transfer_prediction.csv (held-out
     predictions), transfer_prediction.json (correlations, coefficients, note)."""
