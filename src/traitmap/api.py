@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from traitmap import plan, tasks
+from traitmap.errors import TraitmapError
 from traitmap.matrix import gains, transfer_matrix
 from traitmap.store import Store
 from traitmap.study import HUB, StudyConfig
@@ -111,8 +112,16 @@ class Study:
         return seconds
 
     def records(self, task: str | None = None, model: str | None = None, adapter: str | None = None) -> pd.DataFrame:
-        """Per-example records; `adapter` is an alias of `model`."""
-        return self._store.records(task=task, model=model or adapter)
+        """Per-example records; `adapter` is an alias of `model`. A task or model the study does
+        not have raises, rather than returning no rows as if it had none."""
+        model = model or adapter
+        if task is not None and task not in self.config.targets:
+            raise TraitmapError(f"no target '{task}' in study '{self.config.name}' "
+                                f"(its targets: {', '.join(self.config.targets)})", field="task")
+        if model is not None and model not in self.models:
+            raise TraitmapError(f"no model '{model}' in study '{self.config.name}' "
+                                f"(its models: {', '.join(self.models)})", field="model")
+        return self._store.records(task=task, model=model)
 
     # the data behind the results -------------------------------------------------------
     def task(self, name: str):

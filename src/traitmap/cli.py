@@ -595,30 +595,35 @@ def tasks_list(task_dir: Optional[list[str]] = typer.Option(None, "--task-dir", 
     """List the known tasks."""
     from traitmap import tasks as registry
 
-    table = Table()
+    # One line per task at 80 columns: the description is cut, `tasks show NAME` prints it whole.
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, expand=True)
     for col in ("name", "kind", "metric", "tags", "description"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=True, overflow="ellipsis",
+                         ratio={"tags": 1, "description": 2}.get(col))
     for name in registry.names(extra_dirs=task_dir or ()):
         t = registry.get(name, extra_dirs=task_dir or ())
-        table.add_row(t.name, t.kind, t.metric, ", ".join(t.tags), t.description)
+        table.add_row(escape(t.name), t.kind, t.metric, escape(", ".join(t.tags)), escape(t.description))
     out_console.print(table)
 
 
 @tasks_app.command("show")
 def tasks_show(name: str, data_dir: Optional[str] = DataOpt, split: str = "test",
                task_dir: Optional[list[str]] = typer.Option(None, "--task-dir")):
-    """Show a task and one rendered example prompt and answer."""
+    """Show a task and one rendered example prompt and answer, after checking every row of the split."""
     import os
 
     from traitmap import tasks as registry
 
     task = registry.get(name, extra_dirs=task_dir or ())
-    folder = data_dir or os.environ.get("TRAITMAP_DATA_DIR")
+    folder, origin = (data_dir, "--data-dir") if data_dir else (os.environ.get("TRAITMAP_DATA_DIR"), "TRAITMAP_DATA_DIR")
     if not folder:
         raise TraitmapError("pass --data-dir or set TRAITMAP_DATA_DIR to render an example")
     if folder != "hub" and not Path(folder).is_dir():
-        raise TraitmapError(f"data directory '{folder}' does not exist", field="--data-dir")
-    example = task.examples(split, None if folder == "hub" else Path(folder), limit=1, seed=0)[0]
+        raise TraitmapError(f"data directory '{folder}' (from {origin}) does not exist", field=origin)
+    examples = task.examples(split, None if folder == "hub" else Path(folder), seed=0)  # every row, validated
+    if not examples:
+        raise TraitmapError(f"split '{split}' of task '{task.name}' has no rows", file=task.file)
+    example = examples[0]
     out_console.print(f"[bold]{task.name}[/bold] ({task.kind}, {task.metric}; tags: {', '.join(task.tags)})")
     out_console.print(task.description)
     if task.kind == "choice":
@@ -628,6 +633,7 @@ def tasks_show(name: str, data_dir: Optional[str] = DataOpt, split: str = "test"
     out_console.rule("answer (training target)")
     out_console.print(example.target, markup=False, highlight=False, soft_wrap=True)
     out_console.rule(f"gold: {example.gold}")
+    out_console.print(f"checked {len(examples):,} rows of the {split} split", highlight=False)
 
 
 def _error(message: str) -> None:
