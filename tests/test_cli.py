@@ -76,3 +76,17 @@ def test_dry_run_prints_the_plan_and_runs_nothing(monkeypatch, capsys, tmp_path,
     assert rows["train adapters"] == ["2", "0", "2"]  # total, done, to do
     assert rows["evaluate cells"] == ["9", "0", "9"]
     assert not (tmp_path / "out").exists()
+
+
+def test_tasks_list_is_one_line_per_task_at_80_columns(monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, _ = traitmap(monkeypatch, capsys, "tasks", "list")
+    lines = out.rstrip("\n").splitlines()
+    assert code == 0 and max(len(line) for line in lines) <= 80
+    assert len(lines) == len(tasks.names()) + 2  # the header and its rule
+
+
+def test_tasks_show_says_how_many_rows_it_checked(monkeypatch, capsys, data_dir):
+    code, out, _ = traitmap(monkeypatch, capsys, "tasks", "show", "imdb", "--data-dir", data_dir)
+    n = sum(1 for line in open(data_dir / "imdb" / "test.jsonl", encoding="utf-8") if line.strip())
+    assert code == 0 and f"checked {n:,} rows of the test split" in out

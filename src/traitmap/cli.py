@@ -620,10 +620,9 @@ def tasks_show(name: str, data_dir: Optional[str] = DataOpt, split: str = "test"
         raise TraitmapError("pass --data-dir or set TRAITMAP_DATA_DIR to render an example")
     if folder != "hub" and not Path(folder).is_dir():
         raise TraitmapError(f"data directory '{folder}' (from {origin}) does not exist", field=origin)
-    examples = task.examples(split, None if folder == "hub" else Path(folder), seed=0)  # every row, validated
-    if not examples:
-        raise TraitmapError(f"split '{split}' of task '{task.name}' has no rows", file=task.file)
-    example = examples[0]
+    source = None if folder == "hub" else Path(folder)
+    checked = len(task.examples(split, source, seed=0))  # every row read and validated, as documented
+    example = task.examples(split, source, limit=1, seed=0)[0]  # the same example a study would sample first
     out_console.print(f"[bold]{task.name}[/bold] ({task.kind}, {task.metric}; tags: {', '.join(task.tags)})")
     out_console.print(task.description)
     if task.kind == "choice":
@@ -633,7 +632,7 @@ def tasks_show(name: str, data_dir: Optional[str] = DataOpt, split: str = "test"
     out_console.rule("answer (training target)")
     out_console.print(example.target, markup=False, highlight=False, soft_wrap=True)
     out_console.rule(f"gold: {example.gold}")
-    out_console.print(f"checked {len(examples):,} rows of the {split} split", highlight=False)
+    out_console.print(f"checked {checked:,} rows of the {split} split", highlight=False)
 
 
 def _error(message: str) -> None:
