@@ -48,13 +48,13 @@ targets = ["urgency", "reviews", "sums"]
 
 [train]
 steps = 2
-examples = 8
+examples = 24
 batch_size = 4
 max_length = 64
 
 [eval]
-examples = 6
-batch_size = 6
+examples = 12
+batch_size = 12
 max_new_tokens = {{ sums = 4 }}
 
 [analysis]
@@ -62,6 +62,7 @@ n_boot = 50
 trait_n_boot = 20
 similarity_permutations = 20
 dependency_bootstrap = 20
+similarity_max_texts = 24
 '''
 
 THREE = '"urgency", "reviews", { task = "urgency", name = "urgency@mislabel", variant = { kind = "mislabel" } }'
@@ -69,10 +70,16 @@ TWO = '"urgency", "reviews"'
 
 
 def messages(n: int, start: int = 0) -> list[dict]:
+    """Two in three messages urgent: an adapter that learns only the label prior still moves the score."""
     urgent = ["My card was charged twice, fix it now", "The site is down and I cannot pay", "Account locked, urgent"]
     normal = ["Thanks for the quick delivery", "How do I change my address?", "Love the new design"]
-    return [{"id": f"m{start + i}", "text": f"{(urgent if i % 2 else normal)[i % 3]} ({start + i})",
-             "label": "urgent" if i % 2 else "normal"} for i in range(n)]
+    return [{"id": f"m{start + i}", "text": f"{(urgent if i % 3 else normal)[i % 3]} ({start + i})",
+             "label": "urgent" if i % 3 else "normal"} for i in range(n)]
+
+
+def reviews(path: Path, negative: int, positive: int) -> list[dict]:
+    found = rows(path, 400)
+    return [r for r in found if r["label"] == 0][:negative] + [r for r in found if r["label"] == 1][:positive]
 
 
 def user_folder(root: Path, model: Path, data_dir: Path, sources: str) -> Path:
@@ -83,10 +90,8 @@ def user_folder(root: Path, model: Path, data_dir: Path, sources: str) -> Path:
     data = root / "data"
     write_jsonl(data / "urgency" / "train.jsonl", messages(24))
     write_jsonl(data / "urgency" / "test.jsonl", messages(12, start=100))
-    write_jsonl(data / "reviews" / "train.jsonl", rows(data_dir / "imdb" / "train.jsonl", 12)
-                + rows(data_dir / "imdb" / "train.jsonl", 12, start=1000))
-    write_jsonl(data / "reviews" / "test.jsonl", rows(data_dir / "imdb" / "test.jsonl", 6)
-                + rows(data_dir / "imdb" / "test.jsonl", 6, start=500))
+    write_jsonl(data / "reviews" / "train.jsonl", reviews(data_dir / "imdb" / "train.jsonl", 6, 18))
+    write_jsonl(data / "reviews" / "test.jsonl", reviews(data_dir / "imdb" / "test.jsonl", 8, 4))
     write_jsonl(data / "sums" / "train.jsonl", rows(data_dir / "gsm8k" / "train.jsonl", 8))
     write_jsonl(data / "sums" / "test.jsonl", rows(data_dir / "gsm8k" / "test.jsonl", 6))
     study = root / "study.toml"
@@ -131,6 +136,8 @@ def test_the_report_opens_on_the_source_to_target_answers(finished):
     assert first == "answers"
     answers = re.search(r'<section id="answers".*?</section>', html, re.S).group(0)
     assert "95% interval" in answers and "urgency" in answers and "reviews" in answers
+    # the tiny model gives one answer to every question: 100% "urgent" where two in three are
+    assert "collapsed: answers urgent 100% of the time" in answers
     assert html.index('id="study"') > html.index('id="examples"')  # configuration last, folded
     assert '<details class="folded">' in re.search(r'<section id="study".*?</section>', html, re.S).group(0)
 
