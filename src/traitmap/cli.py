@@ -245,8 +245,12 @@ def analyze(out_dir: Path, only: Optional[list[str]] = typer.Option(None, "--onl
     study = Study.load(out_dir)
     with _writing(study.out_dir):
         written = analysis.run_all(study, only=only, console=console)
+    skipped = analysis.skipped_reasons(study)
     for name, paths in written.items():
-        out_console.print(f"{name}: {', '.join(p.name for p in paths) or 'nothing to do for this study'}")
+        files = ", ".join(p.name for p in paths)
+        reason = f"skipped: {skipped[name]}" if name in skipped else ""
+        out_console.print(f"{name}: {'; '.join(filter(None, [files, reason])) or 'nothing to do for this study'}",
+                          highlight=False)
 
 
 @app.command()

@@ -43,7 +43,7 @@ def run_all(study, only: list[str] | None = None, console=None) -> dict[str, lis
 
     check_names(only)
     skipped_path = study.analysis_dir / "skipped.json"
-    skipped = json.loads(skipped_path.read_text()) if skipped_path.is_file() else {}
+    skipped = skipped_reasons(study)
     written = {}
     for name in only or ANALYSES:
         module = importlib.import_module(f"traitmap.analysis.{name}")
@@ -66,6 +66,12 @@ def run_all(study, only: list[str] | None = None, console=None) -> dict[str, lis
             console.print(f"[dim]analysis {name}: {note} ({time.perf_counter() - start:.1f} s)[/dim]")
     write_json(skipped_path, skipped)
     return written
+
+
+def skipped_reasons(study) -> dict[str, str]:
+    """analysis -> why it did not run (or ran only in part) on this study, from analysis/skipped.json."""
+    path = study.analysis_dir / "skipped.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def shortfall(module, study) -> str | None:

@@ -139,7 +139,7 @@ def classes_section(study) -> Section:
             blocks.append(Figure.of(f"fig-confusion-{len(blocks)}", figures.confusion_grid(mats, counts),
                                     caption=f"Confusion matrices on {task}: gold label (rows) against answer "
                                             f"(columns), % of each gold label."))
-        if widest:
+        if widest and widest[0] > 0:
             _, task, label, gold_share, hi, hi_share, lo, lo_share = widest
             sentences.append(f"On {task}, {percent(gold_share, 0)} of gold labels are {label}; {hi} answers "
                              f"{label} {percent(hi_share, 0)} of the time, {lo} only {percent(lo_share, 0)}.")
@@ -185,9 +185,12 @@ def similarity_section(study) -> Section:
         mismatch = None
         for task, rows in pts[pts["kind"] == kind].groupby("task"):
             near, top = rows.loc[rows["similarity"].idxmax()], rows.loc[rows["gain"].idxmax()]
-            if near["model"] != top["model"] and (mismatch is None or top["gain"] - near["gain"] > mismatch[0]):
+            if top["gain"] > near["gain"] and (mismatch is None or top["gain"] - near["gain"] > mismatch[0]):
                 mismatch = (top["gain"] - near["gain"], task, near, top)
-        if mismatch:
+        if pts["gain"].nunique() <= 1:
+            sentences.append("Every adapter gains the same on every target here: there is no transfer for "
+                             "similarity to explain.")
+        elif mismatch:
             _, task, near, top = mismatch
             sentences.append(f"{near['model']} is the source most similar in {kind} to {task} "
                              f"({near['similarity']:.2f}), yet its adapter gains {points(near['gain'] / 100)} points "
@@ -238,9 +241,13 @@ def dependency_section(study) -> Section:
             + f" solves questions containing {hi['relation']} {hi['ratio']:.2f}× as often as the base model "
             f"(n = {int(hi['n'])}); {lo['relation']} is helped least (×{lo['ratio']:.2f}, n = {int(lo['n'])})."
         )
+    if not groups:
+        return missing("dependency", title, "No ratio to show: on the parsed targets either the base model solves "
+                                            "no question (a ratio to it is undefined) or no relation occurs in "
+                                            "enough questions (dependency_min_support).")
     blocks = [Figure.of("fig-dependency", figures.ratio_bars(groups),
                         caption="Success-rate ratio (adapter ÷ base) on questions grouped by the dependency "
-                                "relations they contain; above 1, the adapter does better.")] if groups else []
+                                "relations they contain; above 1, the adapter does better.")]
     return Section(id="dependency", title=title, sentences=sentences, blocks=blocks)
 
 

@@ -231,10 +231,12 @@ def answers_section(study) -> Section:
             sentences.append(f"Hurts, with a 95% interval below zero: "
                              f"{'; '.join(_with_interval(r) for _, r in sure_down.head(STRONGEST).iterrows())}"
                              + (f" (and {len(sure_down) - STRONGEST} more)." if len(sure_down) > STRONGEST else "."))
-        if not len(sure_up) and not len(sure_down):
-            widest = (cells["gain_high"] - cells["gain_low"]).median() / 2
+        half_width = (cells["gain_high"] - cells["gain_low"]).median() / 2
+        if not len(sure_up) and not len(sure_down) and (cells["gain"] == 0).all():
+            sentences.append("No adapter changed the score on any target: every gain is +0.0.")
+        elif not len(sure_up) and not len(sure_down):
             sentences.append(f"No gain's 95% interval excludes zero: with these test examples, a change smaller "
-                             f"than about ±{abs(widest) * 100:.0f} points cannot be told from noise.")
+                             f"than about ±{half_width * 100:.1f} points cannot be told from noise.")
         else:
             sentences.append(f"The other {len(cells) - len(sure_up) - len(sure_down)} of {len(cells)} "
                              "adapter–target cells cannot be told apart from the base model at this size.")
@@ -243,17 +245,21 @@ def answers_section(study) -> Section:
         sentences.append(f"Largest gain {_with_interval(best)}" + (f"; largest loss {_with_interval(worst)}."
                                                                      if worst["gain"] < 0 else "; no adapter loses anywhere.")
                          + " No intervals yet (run `traitmap analyze`), so none of these is known to be more than noise.")
-    flagged = sorted({m for (m, t) in flags if any(f.startswith("collapsed") for f in flags[(m, t)])})
-    if flagged:
-        sentences.append(f"{listing(flagged)} collapsed to one answer on some target: "
-                         "a gain there comes from the label it always gives, not from reading the question.")
+    collapsed = {(m, t) for (m, t), found in flags.items() if any(f.startswith("collapsed") for f in found)}
+    adapters = [m for m in dict.fromkeys(cells["model"]) if any((m, t) in collapsed for t in cells["task"])]
+    if adapters:
+        base_too = [t for t in dict.fromkeys(cells["task"]) if ("base", t) in collapsed]
+        sentences.append(f"{listing(adapters)} collapsed to one answer on some target: a gain there comes from the "
+                         "label given every time, not from reading the question"
+                         + (f"; the base model does the same on {listing(base_too)}." if base_too else "."))
     rows = []
     for row in cells.itertuples():
         rows.append([row.model, row.task, points(row.gain), _interval(row.gain_low, row.gain_high),
                      "" if pd.isna(row.n) else f"{int(row.n)}", "; ".join(flags.get((row.model, row.task), []))])
     blocks = [Table(columns=["source (adapter)", "target", "gain (points)", "95% interval", "examples", "flags"],
-                    rows=rows, caption="Each adapter's gain over the base model on each target, in percentage points, "
-                                       "with its bootstrap interval over the test examples.")]
+                    rows=rows, numeric=False,
+                    caption="Each adapter's gain over the base model on each target, in percentage points, "
+                            "with its bootstrap interval over the test examples.")]
     return Section(id="answers", title=title, sentences=sentences, blocks=blocks)
 
 
@@ -306,7 +312,7 @@ def matrix_section(study) -> Section:
             ci = ci[ci["model"] != "base"]
             second += (f" ({int((ci['gain_low'] > 0).sum())} with an interval above zero, "
                        f"{int((ci['gain_high'] < 0).sum())} below)")
-        if len(mean) > 1:
+        if len(mean) > 1 and mean.iloc[-1] > mean.iloc[0]:
             second += (f"; averaged over targets, {mean.index[-1]} transfers best ({points(mean.iloc[-1])}) "
                        f"and {mean.index[0]} worst ({points(mean.iloc[0])}).")
         else:
@@ -512,7 +518,7 @@ def examples_section(records: pd.DataFrame) -> tuple[Section, dict]:
         sentences.append(f"{total:,} scored examples; {shown:,} are embedded below"
                          + (f" (capped at {EXAMPLE_CAP:,}, spread evenly over models and tasks)." if shown < total else ".")
                          )
-        if len(acc) > 1:
+        if len(acc) > 1 and acc.iloc[-1] > acc.iloc[0]:
             sentences.append(f"Over all its examples, {acc.index[-1]} is right most often ({percent(acc.iloc[-1])}) "
                              f"and {acc.index[0]} least ({percent(acc.iloc[0])}).")
     section = Section(id="examples", title="Examples", sentences=sentences,
