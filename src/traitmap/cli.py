@@ -350,7 +350,7 @@ STUDY_TEMPLATE = """\
 # evaluated on every target. Check it with `traitmap run {path} --dry-run` (the plan
 # and an estimate of its time), run it with `traitmap run {path}`.
 # Written by `traitmap init`; every key is explained below. Relative paths in
-# task_dirs are relative to this file's folder.
+# task_dirs and data_dir are relative to this file's folder.
 
 name = "{name}"                  # names the output folder: runs/{name} (letters, digits, - _ .)
 
@@ -385,8 +385,8 @@ targets = [{targets}]
 {task_dirs_line}
 
 # Where the tasks' data files live: a folder (each task reads <data_dir>/<task path>/...),
-# or "hub" to read every task from its Hugging Face hub id. --data-dir and the
-# TRAITMAP_DATA_DIR environment variable take precedence over this line.
+# or "hub" to read every task from its Hugging Face hub id; relative to this file.
+# --data-dir and the TRAITMAP_DATA_DIR environment variable take precedence over this line.
 {data_dir_line}
 
 [train]
@@ -433,6 +433,15 @@ batch_size = 16           # rows per forward pass, and rows in flight while gene
 """
 
 
+def _beside_study(data_dir: str, folder: Path) -> str:
+    """A relative --data-dir (from where init runs) as the study file reads it: relative to its folder."""
+    import os
+
+    if data_dir == "hub" or Path(data_dir).expanduser().is_absolute():
+        return data_dir
+    return os.path.relpath(Path(data_dir).resolve(), folder)
+
+
 def _toml_list(items: list[str]) -> str:
     return ", ".join(f'"{i}"' for i in items)
 
@@ -471,7 +480,7 @@ def init(path: Path = typer.Argument(Path("study.toml"), help="The study file to
         path=path, name=name, model=model.replace('"', ""), sources=_toml_list(source_list), targets=_toml_list(target_list),
         first_target=target_list[0] if re.fullmatch(r"[A-Za-z0-9_-]+", target_list[0]) else f'"{target_list[0]}"',
         task_dirs_line=f"task_dirs = [{_toml_list(dirs)}]" if dirs else '# task_dirs = ["my_tasks"]',
-        data_dir_line=f'data_dir = "{data_dir}"' if data_dir else '# data_dir = "/path/to/data"',
+        data_dir_line=f'data_dir = "{_beside_study(data_dir, folder)}"' if data_dir else '# data_dir = "/path/to/data"',
     )
     config = study_mod.parse(tomllib.loads(text), path=path, text=text)  # never write an invalid file
     write_atomic(path, text)
