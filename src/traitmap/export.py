@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from traitmap.analysis.predict import FEATURES_FILE, source_feature_table
 from traitmap.errors import TraitmapError
 from traitmap.findings.evidence import SCORE_COLUMNS, SCORES_FILE
 from traitmap.findings.render import CELLS_FILE, TRAINING_FILE
 from traitmap.plan import CONFIG_FILE, adapter_path
-from traitmap.store import write_error
+from traitmap.store import write_csv, write_error
 
 RESULT_FILES = ["matrix.csv", "gains.csv", "pca.json", "pca_loadings.csv", "pca_scores.csv"]
 RESULT_FOLDERS = ["analysis", "report"]
@@ -51,6 +52,7 @@ def export_study(study, dest: Path) -> Path:
         for name in RESULT_FOLDERS:
             if (study.out_dir / name).is_dir():
                 shutil.copytree(study.out_dir / name, tmp / name)
+        keep_source_features(study, tmp / "analysis" / FEATURES_FILE)
         write_scores(study.records()[SCORE_COLUMNS], tmp / SCORES_FILE)
         study.cells[["model", "seed", "task", "n", "score", "seconds"]].to_csv(tmp / CELLS_FILE, index=False)
         training_log(study).to_csv(tmp / TRAINING_FILE, index=False)
@@ -62,6 +64,18 @@ def export_study(study, dest: Path) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return dest
+
+
+def keep_source_features(study, path: Path) -> None:
+    """What `traitmap predict` reads of the trained sources, computed now while their data is
+    at hand (when the analyses did not write it); without the data, predict says so later."""
+    if path.is_file():
+        return
+    try:
+        features = source_feature_table(study)
+    except TraitmapError:
+        return
+    write_csv(path, features, index=True)
 
 
 def write_scores(records: pd.DataFrame, path: Path) -> None:

@@ -30,6 +30,7 @@ from traitmap.analysis.pca import BASE
 from traitmap.store import json_ready, write_csv, write_json
 from traitmap.errors import TraitmapError
 
+FEATURES_FILE = "source_features.csv"  # under analysis/: what predicting a new source needs of the trained ones
 MIN_SOURCES = 5
 MINIMUM = f"at least {MIN_SOURCES} sources with gains"
 LENGTH_FEATURES = ("answer_chars_mean", "answer_chars_median", "answer_words_mean", "answer_words_median",
@@ -373,7 +374,7 @@ class TrainedSources:
         matrix.index, matrix.columns = matrix.index.astype(str), matrix.columns.astype(str)
         data = data_dir if data_dir is not None else recorded_data_dir(saved)
         adapters = [m for m in matrix.index if m != BASE]
-        features_file = folder / "analysis" / "source_features.csv"
+        features_file = folder / "analysis" / FEATURES_FILE
         features = pd.read_csv(features_file, index_col="source") if features_file.is_file() else None
         if features is None or not set(adapters) <= set(features.index.astype(str)):
             if data is not None and not Path(data).is_dir():
@@ -408,7 +409,7 @@ def run(study, out_dir: Path) -> list[Path]:
     predictor = _predictor(study).fit(features, study.gains, base)
     out_dir = Path(out_dir)
     return [
-        write_csv(out_dir / "source_features.csv", features, index=True),
+        write_csv(out_dir / FEATURES_FILE, features, index=True),
         write_csv(out_dir / "transfer_prediction.csv", predictor.loso_),
         write_json(out_dir / "transfer_prediction.json", predictor.to_dict()),
     ]
