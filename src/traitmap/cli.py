@@ -297,7 +297,7 @@ def findings(folders: list[Path] = typer.Argument(..., help="Study folders (run 
 
 @app.command()
 def predict(out_dir: Path, new_source: str = typer.Argument(..., help="A task name or a task TOML file not trained on."),
-            data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Where the new source's data lives "
+            data_dir: Optional[str] = typer.Option(None, "--data-dir", help="The folder the new source's data lives in "
                                                    "(default: the study's data folder, else $TRAITMAP_DATA_DIR).")):
     """Predict the gain of training on NEW_SOURCE for each target of a finished study (a run folder or an export)."""
     from traitmap import tasks as registry
