@@ -216,3 +216,37 @@ def test_the_report_opens_in_chromium_on_the_answers(finished, tmp_path):
         assert not severe, severe
     finally:
         driver.quit()
+
+
+def test_gains_that_vary_on_one_target_give_traits_and_a_true_reason(finished, tmp_path):
+    """The issue's study: the adapters differ on the user's task only. The tiny model learns
+    nothing, so the answers are planted in a copy of the store; then PCA, the analyses and
+    the report run as a user would run them."""
+    import shutil
+    import sqlite3
+
+    import pandas as pd
+
+    out = Path(shutil.copytree(finished[0], tmp_path / "varied"))
+    adapters = [m for m in pd.read_csv(out / "matrix.csv", index_col="model").index if m != "base"]
+    with sqlite3.connect(out / "traitmap.sqlite") as db:
+        for k, model in enumerate(adapters):  # first adapter right on every question, the others on a few
+            db.execute("UPDATE records SET correct = CASE WHEN ? OR CAST(substr(example_id, 2) AS INT) % ? = 0 "
+                       "THEN 1.0 ELSE 0.0 END WHERE model = ? AND task = 'urgency'", (k == 0, k + 2, model))
+        db.execute("UPDATE cells SET score = (SELECT AVG(correct) FROM records r WHERE r.model = cells.model "
+                   "AND r.task = cells.task AND r.seed = cells.seed)")
+    for command in (["matrix", out], ["pca", out], ["analyze", out, "--only", "uncertainty", "--only", "traits",
+                                                    "--only", "predict"], ["report", out]):
+        done = run_cli(*command, cwd=tmp_path)
+        assert done.returncode == 0 and "arning" not in done.stderr, done.stderr[-3000:]
+    gains = pd.read_csv(out / "gains.csv", index_col="model")
+    assert gains["urgency"].nunique() > 1 and (gains[["reviews", "sums"]] == 0).all().all()
+    skipped = json.loads((out / "analysis" / "skipped.json").read_text())
+    assert "1 such target (urgency)" in skipped["traits"]
+    html = (out / "report" / "index.html").read_text(encoding="utf-8")
+    traits = re.search(r'<section id="traits"(.*?)</section>', html, re.S).group(1)
+    assert 'id="fig-loadings"' in traits and "1 such target (urgency)" in traits
+    page = visible(html)
+    assert not re.search(r"\b(nan|NaN)\b", page)
+    answers = re.search(r'<section id="answers".*?</section>', html, re.S).group(0)
+    assert "95% interval" in answers and all(float(v) <= 100 for v in re.findall(r"[+−](\d+\.\d)", answers))
