@@ -309,9 +309,9 @@ def predict(out_dir: Path, new_source: str = typer.Argument(..., help="A task na
         raise TraitmapError(f"data directory '{folder}' does not exist (from --data-dir)", field="--data-dir")
     trained = TrainedSources.of_folder(out_dir, folder)
     config = trained.config
-    is_file = new_source.endswith(".toml")
-    task = registry.load_file(Path(new_source)) if is_file else registry.get(new_source, extra_dirs=config.task_dirs)
-    already = None if is_file else trained.measured(task.name)
+    task = (registry.load_file(Path(new_source)) if new_source.endswith(".toml")
+            else registry.get(new_source, extra_dirs=config.task_dirs))
+    already = trained.measured(task.name)
     if already is not None:
         gains = trained.gains.loc[already]
         out_console.print(f"{task.name} is already a source of this study (adapter {escape(already)}): its measured "
