@@ -51,8 +51,8 @@ def claims_section(study) -> Section:
         return Section(id="claims", title=title, note="None of the paper's claims can be tested on this study's "
                                                        "adapters and targets.")
     return Section(id="claims", title=title, findings=found, sentences=[
-        "Each claim of the paper that this study's adapters and targets can test, with its verdict; the evidence "
-        "is in the section the claim names."])
+        "Each claim of the paper that this study's adapters and targets can test, with its verdict and the "
+        "numbers behind it; the sections above show the evidence."])
 
 
 def render(study) -> str:
