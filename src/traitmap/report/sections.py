@@ -440,7 +440,8 @@ def traits_section(study) -> Section:
                                 caption="Trait profiles: each adapter's weight on the leading components."))
     components = (read_json(study, "traits.json") or {}).get("components") or []
     if not components and skipped(study, "traits"):
-        blocks.append(Note(f"Stability and the test against chance: {skipped(study, 'traits')}"))
+        blocks.append(Note(skipped(study, "traits").replace(
+            "Skipped", "The traits' stability and their test against chance are skipped", 1)))
     if components:
         real = [c["component"] for c in components if c.get("beats_chance")]
         sentences.append(
