@@ -87,6 +87,17 @@ def test_records_have_the_documented_columns_and_filters(loaded):
     assert set(s.records(model="flipkart@mislabel")["model"]) == {"flipkart@mislabel"}
 
 
+def test_records_of_a_task_or_model_the_study_lacks_raise(loaded):
+    """A misspelt name must not look like a cell with no examples."""
+    from traitmap.errors import TraitmapError
+
+    _, s = loaded
+    with pytest.raises(TraitmapError, match="no target 'imbd'.*its targets: imdb"):
+        s.records(task="imbd")
+    with pytest.raises(TraitmapError, match="no model 'flipkrat'"):
+        s.records(adapter="flipkrat")
+
+
 def test_target_examples_are_the_evaluated_ones(loaded):
     _, s = loaded
     ids = [ex.id for ex in s.target_examples("imdb")]

@@ -901,6 +901,51 @@ def _(w, tmp):
     return Case(["init", path], [str(path), "already exists"], path)
 
 
+@case("study: a misspelt top-level key")
+def _(w, tmp):
+    path = w.study(tmp, ('sources = [', 'sorces = ['))
+    return Case(run_args(path, tmp), [str(path), "line 4", "field 'sorces'", "did you mean sources?"], tmp / "out")
+
+
+@case("study: a data_dir beside the study file that does not exist")
+def _(w, tmp):
+    path = w.study(tmp, ('name = "bad"\n', 'name = "bad"\ndata_dir = "nodata"\n'))
+    return Case(run_args(path, tmp), [str(tmp / "nodata"), f"from data_dir in {path}", "does not exist"], tmp / "out",
+                env={"TRAITMAP_DATA_DIR": ""})
+
+
+@case("study: a TRAITMAP_DATA_DIR that does not exist")
+def _(w, tmp):
+    return Case(run_args(w.study(tmp), tmp), [str(tmp / "gone"), "from TRAITMAP_DATA_DIR", "does not exist"],
+                tmp / "out", env={"TRAITMAP_DATA_DIR": str(tmp / "gone")})
+
+
+case("task: a misspelt required key")(bad_task("reviews", 'label_field = "label"', 'lable_field = "label"',
+                                               ["field 'choice.label_field'", "did you mean label_field?"]))
+
+
+@case("task: tasks show checks every row, not only the one it prints")
+def _(w, tmp):
+    data = w.copy_data(tmp)
+    path = data / "reviews" / "test.jsonl"
+    lines = path.read_bytes().split(b"\n")
+    path.write_bytes(b"\n".join(edit_row(9, lambda r: r.update(label=7))(lines)))
+    return Case(["tasks", "show", "reviews", "--task-dir", w.tasks, "--data-dir", data],
+                [str(path), "line 9", "field 'label'", "7"], path)
+
+
+case("out: a refused rerun names each changed setting, old and new")(
+    rerun_finished(("steps = 1", "steps = 2"), ("examples = 8", "examples = 6"),
+                   expect=["field 'train'", "train.steps 1 → 2", "train.examples 8 → 6"]))
+
+
+@case("predict: a study too small to predict from")
+def _(w, tmp):
+    out, tasks = w.copy_finished(tmp), w.copy_tasks(tmp)
+    (tasks / "critiques.toml").write_text(REVIEWS.replace('"reviews"', '"critiques"').replace('path = "critiques"', 'path = "reviews"'))
+    return Case(["predict", out, tasks / "critiques.toml"], ["needs at least 5 sources", "this study has 2"], out)
+
+
 # ---------------------------------------------------------------- usage errors (Typer)
 
 for name, args, expect in [

@@ -1,9 +1,10 @@
 """The command line through its real entry point: tasks, a bad study file (one line, exit 2), the dry run."""
 
 import os
+import re
 import subprocess
 import sys
-
+from pathlib import Path
 
 from traitmap import cli, tasks
 
@@ -76,3 +77,40 @@ def test_dry_run_prints_the_plan_and_runs_nothing(monkeypatch, capsys, tmp_path,
     assert rows["train adapters"] == ["2", "0", "2"]  # total, done, to do
     assert rows["evaluate cells"] == ["9", "0", "9"]
     assert not (tmp_path / "out").exists()
+
+
+def test_tasks_list_is_one_line_per_task_at_80_columns(monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, _ = traitmap(monkeypatch, capsys, "tasks", "list")
+    lines = out.rstrip("\n").splitlines()
+    assert code == 0 and max(len(line) for line in lines) <= 80
+    assert len(lines) == len(tasks.names()) + 2  # the header and its rule
+
+
+def test_tasks_show_says_how_many_rows_it_checked(monkeypatch, capsys, data_dir):
+    code, out, _ = traitmap(monkeypatch, capsys, "tasks", "show", "imdb", "--data-dir", data_dir)
+    n = sum(1 for line in open(data_dir / "imdb" / "test.jsonl", encoding="utf-8") if line.strip())
+    assert code == 0 and f"checked {n:,} rows of the test split" in out
+
+
+STANDARD = Path(__file__).resolve().parents[1] / "results" / "standard"
+
+
+def test_predict_reads_the_published_export_and_leads_with_its_check(monkeypatch, capsys, data_dir, tmp_path):
+    """results/standard has no store: the matrix and analysis/source_features.csv are enough."""
+    builtin = Path(tasks.__file__).parent / "builtin" / "imdb.toml"
+    mine = tmp_path / "critiques.toml"
+    mine.write_text(builtin.read_text().replace('name = "imdb"', 'name = "critiques"'))
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, err = traitmap(monkeypatch, capsys, "predict", STANDARD, mine)
+    assert code == 0, err
+    assert out.startswith("Leave-one-source-out check over 10 sources: the model ")
+    assert "points" in out and "no better than mean" in out
+    assert max(len(line) for line in out.splitlines()) <= 80
+    values = [float(v.replace("−", "-")) for v in re.findall(r"[+−]\d+\.\d", out)]
+    assert values and max(abs(v) for v in values) <= 100
+
+
+def test_predict_gives_the_measured_gains_of_a_source_already_trained(monkeypatch, capsys):
+    code, out, _ = traitmap(monkeypatch, capsys, "predict", STANDARD, "goat")
+    assert code == 0 and "already a source of this study" in out and "gsm8k: +2.5 points" in out

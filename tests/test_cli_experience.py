@@ -343,3 +343,16 @@ def test_compare_refuses_studies_with_nothing_in_common(tmp_path, monkeypatch, c
     b = fake_study(tmp_path / "b", {"base": {"mnli": 0.3}, "goat": {"mnli": 0.3}}, targets=["mnli"])
     code, out = entry(monkeypatch, capsys, "compare", str(a), str(b))
     assert code == 2 and "share no adapter" in out
+
+
+def test_init_writes_a_relative_data_dir_as_the_study_file_reads_it(tmp_path, monkeypatch, capsys):
+    """data_dir is relative to the study file, like task_dirs: from studies/, ./data is ../data."""
+    (tmp_path / "data").mkdir()
+    monkeypatch.chdir(tmp_path)
+    code, out = entry(monkeypatch, capsys, "init", "studies/mine.toml", "--data-dir", "data")
+    assert code == 0, out
+    assert 'data_dir = "../data"' in (tmp_path / "studies" / "mine.toml").read_text()
+    monkeypatch.chdir(tmp_path / "studies")  # wherever traitmap runs from
+    monkeypatch.delenv("TRAITMAP_DATA_DIR", raising=False)
+    config = study_mod.load(tmp_path / "studies" / "mine.toml")
+    assert study_mod.resolve_data_dir(config) == (tmp_path / "data").resolve()

@@ -34,7 +34,7 @@ def test_export_keeps_results_and_drops_the_store_and_adapters(exported):
     out, published = exported
     names = {p.relative_to(published).as_posix() for p in published.rglob("*") if p.is_file()}
     assert {"config.json", "matrix.csv", "gains.csv", "scores.csv.gz", "cells.csv", "training.csv",
-            "analysis/matrix_ci.csv"} <= names
+            "analysis/matrix_ci.csv", "analysis/source_features.csv"} <= names
     assert not any(n.endswith(".sqlite") or n.startswith("adapters/") for n in names)
     training = pd.read_csv(published / "training.csv")
     assert set(training["adapter"]) == {"flipkart", "gsm8k"} and training.groupby("adapter")["step"].max().eq(2).all()

@@ -20,6 +20,18 @@ from traitmap.store import Store
 from traitmap.study import HUB, StudyConfig
 
 
+def recorded_data_dir(saved: dict) -> Path | None:
+    """The data dir a study's run was given (None: the hub); TRAITMAP_DATA_DIR only when that
+    folder is gone (a study moved to another machine, or an export)."""
+    recorded = saved.get("data_dir")
+    if recorded == HUB:
+        return None
+    if recorded and Path(recorded).is_dir():
+        return Path(recorded)
+    chosen = os.environ.get("TRAITMAP_DATA_DIR") or recorded
+    return None if chosen == HUB or not chosen else Path(chosen)
+
+
 class Study:
     def __init__(self, out_dir: Path, config: StudyConfig, saved: dict):
         self.out_dir = Path(out_dir)
@@ -55,13 +67,7 @@ class Study:
         """The data dir the run was given (None: the hub), so that analyses describe the data
         that was trained and evaluated on; TRAITMAP_DATA_DIR only when that folder is gone
         (a study moved to another machine)."""
-        recorded = self.meta.get("data_dir")
-        if recorded == HUB:
-            return None
-        if recorded and Path(recorded).is_dir():
-            return Path(recorded)
-        chosen = os.environ.get("TRAITMAP_DATA_DIR") or recorded
-        return None if chosen == HUB or not chosen else Path(chosen)
+        return recorded_data_dir(self.meta)
 
     # results ---------------------------------------------------------------------------
     @property
@@ -151,8 +157,16 @@ class Study:
         return seconds
 
     def records(self, task: str | None = None, model: str | None = None, adapter: str | None = None) -> pd.DataFrame:
-        """Per-example records; `adapter` is an alias of `model`."""
-        return self._store.records(task=task, model=model or adapter)
+        """Per-example records; `adapter` is an alias of `model`. A task or model the study does
+        not have raises, rather than returning no rows as if it had none."""
+        model = model or adapter
+        if task is not None and task not in self.config.targets:
+            raise TraitmapError(f"no target '{task}' in study '{self.config.name}' "
+                                f"(its targets: {', '.join(self.config.targets)})", field="task")
+        if model is not None and model not in self.models:
+            raise TraitmapError(f"no model '{model}' in study '{self.config.name}' "
+                                f"(its models: {', '.join(self.models)})", field="model")
+        return self._store.records(task=task, model=model)
 
     # the data behind the results -------------------------------------------------------
     def task(self, name: str):

@@ -265,8 +265,12 @@ def analyze(out_dir: Path, only: Optional[list[str]] = typer.Option(None, "--onl
     study = Study.load(out_dir)
     with _writing(study.out_dir):
         written = analysis.run_all(study, only=only, console=console)
+    skipped = analysis.skipped_reasons(study)
     for name, paths in written.items():
-        out_console.print(f"{name}: {', '.join(p.name for p in paths) or 'nothing to do for this study'}")
+        files = ", ".join(p.name for p in paths)
+        reason = f"skipped: {skipped[name]}" if name in skipped else ""
+        out_console.print(f"{name}: {'; '.join(filter(None, [files, reason])) or 'nothing to do for this study'}",
+                          highlight=False)
 
 
 @app.command()
@@ -312,19 +316,50 @@ def findings(folders: list[Path] = typer.Argument(..., help="Study folders (run 
 
 
 @app.command()
-def predict(out_dir: Path, new_source: str = typer.Argument(..., help="A task name or a task TOML file not trained on.")):
-    """Rank the study's targets by the predicted gain of training on NEW_SOURCE."""
+def predict(out_dir: Path, new_source: str = typer.Argument(..., help="A task name or a task TOML file not trained on."),
+            data_dir: Optional[str] = typer.Option(None, "--data-dir", help="The folder the new source's data lives in "
+                                                   "(default: the study's data folder, else $TRAITMAP_DATA_DIR).")):
+    """Predict the gain of training on NEW_SOURCE for each target of a finished study (a run folder or an export)."""
     from traitmap import tasks as registry
-    from traitmap.analysis.predict import predict_new_source
-    from traitmap.api import Study
+    from traitmap.analysis.predict import TrainedSources
+    from traitmap.report.common import points
 
-    study = Study.load(out_dir)
-    task = registry.load_file(Path(new_source)) if new_source.endswith(".toml") else study.task(new_source)
+    folder = None if data_dir is None or data_dir == "hub" else Path(data_dir)
+    if folder is not None and not folder.is_dir():
+        raise TraitmapError(f"data directory '{folder}' does not exist (from --data-dir)", field="--data-dir")
+    trained = TrainedSources.of_folder(out_dir, folder)
+    config = trained.config
+    task = (registry.load_file(Path(new_source)) if new_source.endswith(".toml")
+            else registry.get(new_source, extra_dirs=config.task_dirs))
+    already = trained.measured(task.name)
+    if already is not None:
+        gains = trained.gains.loc[already]
+        out_console.print(f"{task.name} is already a source of this study (adapter {escape(already)}): its measured "
+                          "gains, not a prediction:", highlight=False)
+        for target, gain in gains.items():
+            out_console.print(f"  {escape(str(target))}: {points(gain)} points", highlight=False)
+        return
     task.check_trainable()
-    examples = task.examples("train", study.data_dir, limit=study.config.train.examples, seed=study.config.seed)
-    out_console.print(predict_new_source(study, examples).to_string())
-    out_console.print(f"Trained on {len(study.config.sources)} sources: loso_* columns are the leave-one-source-out "
-                      "correlations of predicted and actual gains for each target; trust a ranking only where they are high.")
+    examples = task.examples("train", trained.data_dir, limit=config.train.examples, seed=config.seed)
+    ranking = trained.predict(examples)
+    beats = int(ranking["beats_mean"].sum())
+    mae, base_mae = ranking["loso_mae"].mean() * 100, ranking["baseline_mae"].mean() * 100
+    verdict = ("beat" if mae < base_mae else "did not beat")
+    out_console.print(f"Leave-one-source-out check over {len(trained.features)} sources: the model {verdict} the mean "
+                      f"of the other sources (off by {mae:.1f} points on average, the mean by {base_mae:.1f}); it beat "
+                      f"the mean on {beats} of {len(ranking)} targets.", highlight=False)
+    table = Table(title=f"Gain of training on {escape(task.name)}, in points", box=box.SIMPLE_HEAD, show_edge=False,
+                  pad_edge=False)
+    for header in ("target", "predicted", "mean", "error", "mean error"):
+        table.add_column(header, justify="left" if header == "target" else "right", no_wrap=True)
+    for target, row in ranking.sort_values(["beats_mean", "predicted_gain"], ascending=False).iterrows():
+        predicted = points(row["predicted_gain"]) if row["beats_mean"] else "no better than mean"
+        table.add_row(escape(str(target)), predicted, points(row["mean_gain"]), f"{row['loso_mae'] * 100:.1f}",
+                      f"{row['baseline_mae'] * 100:.1f}")
+    out_console.print(table)
+    out_console.print("A prediction is shown only where, for the trained sources held out one at a time, it missed "
+                      "by less than the other sources' mean gain (mean) did; errors are mean absolute misses in points.",
+                      highlight=False)
 
 
 # ---------------------------------------------------------------------------------------
@@ -335,7 +370,7 @@ STUDY_TEMPLATE = """\
 # evaluated on every target. Check it with `traitmap run {path} --dry-run` (the plan
 # and an estimate of its time), run it with `traitmap run {path}`.
 # Written by `traitmap init`; every key is explained below. Relative paths in
-# task_dirs are relative to this file's folder.
+# task_dirs and data_dir are relative to this file's folder.
 
 name = "{name}"                  # names the output folder: runs/{name} (letters, digits, - _ .)
 
@@ -370,8 +405,8 @@ targets = [{targets}]
 {task_dirs_line}
 
 # Where the tasks' data files live: a folder (each task reads <data_dir>/<task path>/...),
-# or "hub" to read every task from its Hugging Face hub id. --data-dir and the
-# TRAITMAP_DATA_DIR environment variable take precedence over this line.
+# or "hub" to read every task from its Hugging Face hub id; relative to this file.
+# --data-dir and the TRAITMAP_DATA_DIR environment variable take precedence over this line.
 {data_dir_line}
 
 [train]
@@ -426,6 +461,15 @@ batch_size = 16           # rows per forward pass, and rows in flight while gene
 """
 
 
+def _beside_study(data_dir: str, folder: Path) -> str:
+    """A relative --data-dir (from where init runs) as the study file reads it: relative to its folder."""
+    import os
+
+    if data_dir == "hub" or Path(data_dir).expanduser().is_absolute():
+        return data_dir
+    return os.path.relpath(Path(data_dir).resolve(), folder)
+
+
 def _toml_list(items: list[str]) -> str:
     return ", ".join(f'"{i}"' for i in items)
 
@@ -464,7 +508,7 @@ def init(path: Path = typer.Argument(Path("study.toml"), help="The study file to
         path=path, name=name, model=model.replace('"', ""), sources=_toml_list(source_list), targets=_toml_list(target_list),
         first_target=target_list[0] if re.fullmatch(r"[A-Za-z0-9_-]+", target_list[0]) else f'"{target_list[0]}"',
         task_dirs_line=f"task_dirs = [{_toml_list(dirs)}]" if dirs else '# task_dirs = ["my_tasks"]',
-        data_dir_line=f'data_dir = "{data_dir}"' if data_dir else '# data_dir = "/path/to/data"',
+        data_dir_line=f'data_dir = "{_beside_study(data_dir, folder)}"' if data_dir else '# data_dir = "/path/to/data"',
     )
     config = study_mod.parse(tomllib.loads(text), path=path, text=text)  # never write an invalid file
     write_atomic(path, text)
@@ -592,30 +636,34 @@ def tasks_list(task_dir: Optional[list[str]] = typer.Option(None, "--task-dir", 
     """List the known tasks."""
     from traitmap import tasks as registry
 
-    table = Table()
+    # One line per task at 80 columns: the description is cut, `tasks show NAME` prints it whole.
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, expand=True)
     for col in ("name", "kind", "metric", "tags", "description"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=True, overflow="ellipsis",
+                         ratio={"tags": 1, "description": 2}.get(col))
     for name in registry.names(extra_dirs=task_dir or ()):
         t = registry.get(name, extra_dirs=task_dir or ())
-        table.add_row(t.name, t.kind, t.metric, ", ".join(t.tags), t.description)
+        table.add_row(escape(t.name), t.kind, t.metric, escape(", ".join(t.tags)), escape(t.description))
     out_console.print(table)
 
 
 @tasks_app.command("show")
 def tasks_show(name: str, data_dir: Optional[str] = DataOpt, split: str = "test",
                task_dir: Optional[list[str]] = typer.Option(None, "--task-dir")):
-    """Show a task and one rendered example prompt and answer."""
+    """Show a task and one rendered example prompt and answer, after checking every row of the split."""
     import os
 
     from traitmap import tasks as registry
 
     task = registry.get(name, extra_dirs=task_dir or ())
-    folder = data_dir or os.environ.get("TRAITMAP_DATA_DIR")
+    folder, origin = (data_dir, "--data-dir") if data_dir else (os.environ.get("TRAITMAP_DATA_DIR"), "TRAITMAP_DATA_DIR")
     if not folder:
         raise TraitmapError("pass --data-dir or set TRAITMAP_DATA_DIR to render an example")
     if folder != "hub" and not Path(folder).is_dir():
-        raise TraitmapError(f"data directory '{folder}' does not exist", field="--data-dir")
-    example = task.examples(split, None if folder == "hub" else Path(folder), limit=1, seed=0)[0]
+        raise TraitmapError(f"data directory '{folder}' (from {origin}) does not exist", field=origin)
+    source = None if folder == "hub" else Path(folder)
+    checked = len(task.examples(split, source, seed=0))  # every row read and validated, as documented
+    example = task.examples(split, source, limit=1, seed=0)[0]  # the same example a study would sample first
     out_console.print(f"[bold]{task.name}[/bold] ({task.kind}, {task.metric}; tags: {', '.join(task.tags)})")
     out_console.print(task.description)
     if task.kind == "choice":
@@ -625,6 +673,7 @@ def tasks_show(name: str, data_dir: Optional[str] = DataOpt, split: str = "test"
     out_console.rule("answer (training target)")
     out_console.print(example.target, markup=False, highlight=False, soft_wrap=True)
     out_console.rule(f"gold: {example.gold}")
+    out_console.print(f"checked {checked:,} rows of the {split} split", highlight=False)
 
 
 def _error(message: str) -> None:

@@ -20,12 +20,13 @@ from pathlib import Path
 import pandas as pd
 
 from traitmap import tasks
+from traitmap.analysis.predict import FEATURES_FILE, source_feature_table
 from traitmap.errors import TraitmapError
 from traitmap.findings.evidence import SCORE_COLUMNS, SCORES_FILE, read_scores
 from traitmap.findings.render import CELLS_FILE, TRAINING_FILE
 from traitmap.metrics import CELL_KEY, metric_tables
 from traitmap.plan import CONFIG_FILE, adapter_path, saved_config
-from traitmap.store import write_error
+from traitmap.store import write_csv, write_error
 
 RESULT_FILES = ["matrix.csv", "gains.csv", "pca.json", "pca_loadings.csv", "pca_scores.csv"]
 RESULT_FOLDERS = ["analysis", "report"]
@@ -60,6 +61,7 @@ def export_study(study, dest: Path) -> Path:
         for name in RESULT_FOLDERS:
             if (study.out_dir / name).is_dir():
                 shutil.copytree(study.out_dir / name, tmp / name)
+        keep_source_features(study, tmp / "analysis" / FEATURES_FILE)
         records = study.records()
         write_scores(records[SCORE_COLUMNS], tmp / SCORES_FILE)
         study.cells[CELL_COLUMNS].to_csv(tmp / CELLS_FILE, index=False)
@@ -84,6 +86,18 @@ def write_metric_files(folder: Path, records: pd.DataFrame, task_of) -> None:
     cells = pd.read_csv(folder / CELLS_FILE)[CELL_COLUMNS]
     cells.merge(metrics, how="left", on=CELL_KEY).to_csv(folder / CELLS_FILE, index=False)
     rates.to_csv(folder / ANSWER_RATES_FILE, index=False)
+
+
+def keep_source_features(study, path: Path) -> None:
+    """What `traitmap predict` reads of the trained sources, computed now while their data is
+    at hand (when the analyses did not write it); without the data, predict says so later."""
+    if path.is_file():
+        return
+    try:
+        features = source_feature_table(study)
+    except TraitmapError:
+        return
+    write_csv(path, features, index=True)
 
 
 def write_scores(records: pd.DataFrame, path: Path) -> None:

@@ -9,6 +9,7 @@ is reported as a TraitmapError naming the file, line and field.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
 import re
@@ -233,7 +234,9 @@ def parse(raw: dict, *, path: Path | None = None, text: str = "") -> StudyConfig
     unknown = set(raw) - TOP_KEYS
     if unknown:
         k = sorted(unknown)[0]
-        raise fail(f"unknown key (expected one of {', '.join(sorted(TOP_KEYS))})", k)
+        near = difflib.get_close_matches(k, sorted(TOP_KEYS - set(raw)), n=1)
+        raise fail((f"unknown key: did you mean {near[0]}?" if near else "unknown key")
+                   + f" (expected one of {', '.join(sorted(TOP_KEYS))})", k)
     for key in ("name", "base_model", "sources", "targets"):
         if key not in raw:
             raise fail("missing required key", key)
@@ -341,10 +344,17 @@ def parse(raw: dict, *, path: Path | None = None, text: str = "") -> StudyConfig
 
     return StudyConfig(
         name=raw["name"], base_model=raw["base_model"], sources=sources, targets=list(targets),
-        seeds=list(seeds), train=train, eval=ev, data_dir=raw.get("data_dir"),
+        seeds=list(seeds), train=train, eval=ev, data_dir=_beside(raw.get("data_dir"), path),
         task_dirs=[str((path.parent if path else Path(".")) / d) for d in task_dirs],
         analysis=analysis, run=run, path=str(path) if path else None,
     )
+
+
+def _beside(data_dir: str | None, path: Path | None) -> str | None:
+    """A relative data_dir is relative to the study file's folder, like task_dirs."""
+    if not data_dir or data_dir == HUB or path is None or Path(data_dir).expanduser().is_absolute():
+        return data_dir
+    return str(path.parent / data_dir)
 
 
 def _is_list_of(value, kind: type) -> bool:
@@ -528,7 +538,9 @@ def resolve_data_dir(config: StudyConfig, override: str | None = None) -> Path |
 
     The value "hub" means: read every task from its Hugging Face hub id (returns None).
     """
-    chosen = override or os.environ.get("TRAITMAP_DATA_DIR") or config.data_dir
+    chosen, origin = next(((value, origin) for value, origin in (
+        (override, "from --data-dir"), (os.environ.get("TRAITMAP_DATA_DIR"), "from TRAITMAP_DATA_DIR"),
+        (config.data_dir, f"from data_dir in {config.path or 'the study file'}")) if value), (None, ""))
     if not chosen:
         raise TraitmapError(
             "no data directory: pass --data-dir (a folder, or 'hub' to read from the Hugging Face hub), "
@@ -538,5 +550,5 @@ def resolve_data_dir(config: StudyConfig, override: str | None = None) -> Path |
         return None
     p = Path(chosen).expanduser()
     if not p.is_dir():
-        raise TraitmapError(f"data directory '{p}' does not exist", field="data_dir")
+        raise TraitmapError(f"data directory '{p}' ({origin}) does not exist", field="data_dir")
     return p.resolve()

@@ -11,6 +11,7 @@ study's folder is untouched until the new plan is known to be valid.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from pathlib import Path
@@ -237,8 +238,11 @@ def check_out_dir(config: StudyConfig, out_dir: Path, retrain: tuple[str, ...] =
     recorded = plan.saved_config(out_dir, saved).to_dict()  # settings added since it ran: its preset's values
     for key in plan.FROZEN_KEYS:
         if plan.frozen_value(recorded, key) != plan.frozen_value(current, key):
+            changes = "; ".join(f"{name} {old} → {new}" for name, old, new in
+                                changed_keys(plan.frozen_value(recorded, key), plan.frozen_value(current, key), key))
             raise TraitmapError(
-                f"this output directory holds a study run with a different '{key}'; use a new --out directory",
+                f"this output directory holds a study run with a different '{key}' ({changes}); "
+                "use a new --out directory",
                 file=saved_path, field=key,
             )
     old_sources = {s["name"]: s for s in saved["config"].get("sources", []) if isinstance(s, dict) and "name" in s}
@@ -302,6 +306,14 @@ def adapter_problem(folder: Path) -> tuple[str, str] | None:
     except (OSError, SafetensorError) as error:
         return weights.name, f"not a whole safetensors file: {error}"
     return None
+
+
+def changed_keys(old, new, name: str) -> list[tuple[str, str, str]]:
+    """(dotted key, old value, new value) for every setting that differs between two configs."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [change for key in sorted(set(old) | set(new), key=list({**old, **new}).index)
+                for change in changed_keys(old.get(key), new.get(key), f"{name}.{key}")]
+    return [] if old == new else [(name, json.dumps(old), json.dumps(new))]
 
 
 def _check_database(path: Path) -> None:

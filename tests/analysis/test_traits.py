@@ -218,3 +218,29 @@ def test_resolved_components_are_sequential():
     assert resolved_components(payload) == []
     payload["component_count"]["n_components"] = 1
     assert resolved_components(payload) == ["PC0"]
+
+
+def test_a_task_without_which_nothing_varies_drops_only_its_own_leave_one_out_row():
+    """A user's study: the adapters differ on one target only. Leaving that target out
+    leaves no variance; that refit is skipped with its reason, the others still run, and
+    degenerate bootstrap replicates warn nowhere."""
+    import warnings
+
+    from traitmap.analysis.pca import TraitPCA
+    from traitmap.analysis.traits import leave_one_task_out
+
+    matrix = pd.DataFrame({"urgency": [0.5, 0.9, 0.1, 0.6], "reviews": [0.5, 0.5, 0.5, 0.5],
+                           "sums": [0.0, 0.0, 0.0, 0.0], "mnli": [0.3, 0.3, 0.3, 0.3]},
+                          index=["base", "a", "b", "c"])
+    reference = TraitPCA(2).fit(matrix)
+    skipped = {}
+    loto = leave_one_task_out(matrix, reference, skipped=skipped)
+    assert list(skipped) == ["urgency"] and "no variance" in skipped["urgency"]
+    assert set(loto.index) == {"reviews", "sums", "mnli"}
+
+    rng = np.random.default_rng(0)
+    records = binomial_records(matrix, 6, rng)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fitted = TraitStability(n_components=2, n_boot=30).fit(records)
+    assert fitted.stability_["bootstrap_stability"].notna().any()

@@ -189,8 +189,8 @@ def write_analyses(analysis: Path) -> None:
         analysis / "transfer_prediction.csv", index=False)
 
 
-SECTIONS = ["study", "matrix", "traits", "lengths", "classes", "similarity", "dependency", "controlled",
-            "prediction", "examples"]
+SECTIONS = ["answers", "matrix", "traits", "lengths", "classes", "similarity", "dependency", "controlled",
+            "prediction", "claims", "examples", "study"]
 
 
 def full_study(out_dir: Path) -> FakeStudy:

@@ -32,7 +32,7 @@ def test_every_section_and_figure_is_present(built):
     html = built
     for id in SECTIONS:
         body = _section(html, id)
-        assert 'class="note"' not in body.split("<figure")[0], f"{id} unexpectedly empty"
+        assert id == "claims" or 'class="note"' not in body.split("<figure")[0], f"{id} unexpectedly empty"
         assert f'href="#{id}"' in html
     for fig in ["fig-matrix", "fig-gains", "fig-scree", "fig-loadings", "fig-biplot", "fig-profiles", "fig-lengths",
                 "fig-class-shares", "fig-label-lengths", "fig-similarity-0", "fig-similarity-1", "fig-similarity-gain", "fig-dependency", "fig-prediction"]:
@@ -42,7 +42,9 @@ def test_every_section_and_figure_is_present(built):
 
 def test_narrative_numbers_come_from_the_planted_study(built):
     html = built
-    assert '<div class="value">+40.0</div><div class="detail">flipkart → flipkart</div>' in html  # at a glance
+    assert ('<div class="value">+40.0</div><div class="detail">flipkart → flipkart, 95% interval +37.0 to +43.0, '
+            '50 examples</div>') in html  # at a glance
+    assert '<div class="value">−35.0</div><div class="detail">flipkart@mislabel → flipkart, 95% interval' in html
     assert '<div class="value">7 / 12</div>' in html and '<div class="value">95%</div>' in html
     matrix = _section(html, "matrix")
     assert "The flipkart adapter gains most on flipkart (+40.0 points); flipkart@mislabel hurts flipkart most (−35.0)." in matrix
@@ -171,13 +173,70 @@ def test_a_share_of_variance_that_is_100_percent_by_construction_says_so(built):
     assert "With 3 adapters that share is 100% by construction" in " ".join(traits.split())
 
 
-def test_a_section_opens_with_the_paper_claims_its_evidence_tests(bare_study, tmp_path):
+def test_the_paper_claims_have_their_own_section(bare_study, tmp_path):
     """Without the variant adapter the planted study can test "classification helps math":
     flipkart's +4 points on gsm8k from 50 questions is within noise, and the page says so."""
     bare_study.config.sources = [s for s in bare_study.config.sources if not s.variant]
     bare_study.matrix = bare_study.matrix.drop(index="flipkart@mislabel")
     bare_study._records = bare_study._records[bare_study._records["model"] != "flipkart@mislabel"]
-    matrix = _section(_html(bare_study, tmp_path), "matrix")
+    claims = _section(_html(bare_study, tmp_path), "claims")
     assert ('<p class="verdict inconclusive-at-this-size"><strong>Classification training helps math (GSM8K): '
-            'inconclusive at this size.</strong> Averaged over 1 classification adapter,') in matrix
-    assert matrix.index('class="verdict') < matrix.index('class="lead"')
+            'inconclusive at this size.</strong> Averaged over 1 classification adapter,') in claims
+    assert 'class="verdict' not in _section(_html(bare_study, tmp_path), "matrix")
+
+
+def test_the_page_opens_on_what_each_source_does_to_each_target(built):
+    assert re.search(r'<section id="(\w+)"', built).group(1) == "answers"
+    answers = " ".join(_section(built, "answers").split())
+    assert ("Helps, with a 95% interval above zero: flipkart → flipkart +40.0 (+37.0 to +43.0); "
+            "flipkart → imdb +12.0 (+9.0 to +15.0)") in answers
+    assert "Hurts, with a 95% interval below zero: flipkart@mislabel → flipkart −35.0 (−38.0 to −32.0)." in answers
+    # goat answers "neutral" 87% of the time on flipkart, whose gold labels are a third each
+    assert "<td>goat</td><td>flipkart</td><td>−2.0</td><td>−5.0 to +1.0</td><td>50</td>" \
+           "<td>answers neutral 87% of the time (gold 33%)</td>" in answers.replace("> <", "><")
+
+
+def test_an_adapter_that_collapsed_to_one_answer_is_flagged(study, tmp_path):
+    conf = pd.read_csv(study.analysis_dir / "classes_confusion.csv")
+    conf.loc[(conf["model"] == "goat") & (conf["predicted"] != "neutral"), "count"] = 0
+    conf.to_csv(study.analysis_dir / "classes_confusion.csv", index=False)
+    html = _html(study, tmp_path)
+    answers = " ".join(_section(html, "answers").split())
+    assert "collapsed: answers neutral 100% of the time" in answers
+    assert "goat collapsed to one answer on some target" in answers
+
+
+def test_no_loss_card_when_nothing_lost_and_no_nan_without_intervals(bare_study, tmp_path):
+    bare_study.matrix = bare_study.matrix.clip(lower=bare_study.matrix.loc["base"], axis=1)
+    bare_study.gains = bare_study.matrix.drop(index="base") - bare_study.matrix.loc["base"]
+    html = _html(bare_study, tmp_path)
+    assert "largest loss" not in html and "largest gain" in html
+    assert "no intervals computed" in html
+    assert not re.search(r"\b(nan|NaN)\b", _without_plotly(html).split('id="examples-data"')[0])
+
+
+def test_skipped_analyses_give_their_reason_not_a_file_name(bare_study, tmp_path):
+    bare_study.analysis_dir.mkdir(parents=True)
+    (bare_study.analysis_dir / "skipped.json").write_text(json.dumps({
+        "lengths": "needs a generate target; this study's targets are all choice tasks",
+        "predict": "needs at least 5 sources with gains, this study has 3"}))
+    html = _html(bare_study, tmp_path)
+    assert "Skipped for this study: needs a generate target; this study&#39;s targets are all choice tasks." \
+           in _section(html, "lengths")
+    assert "Skipped for this study: needs at least 5 sources with gains, this study has 3." in _section(html, "prediction")
+    assert "analysis/" not in html.split('id="examples-data"')[0]
+
+
+def test_configuration_comes_last_and_folded_and_the_base_model_has_no_seed(built):
+    ids = re.findall(r'<section id="(\w+)"', built)
+    assert ids[-1] == "study" and ids.index("claims") < ids.index("examples")
+    assert '<details class="folded"><summary>' in _section(built, "study")
+    data = json.loads(re.search(r'id="examples-data">(.*?)</script>', built, re.S).group(1))
+    seed = data["columns"].index("seed")
+    assert {r[seed] for r in data["rows"] if r[data["columns"].index("model")] == "base"} == {None}
+
+
+def test_a_study_of_other_tasks_than_the_papers_gets_no_verdicts(study, tmp_path):
+    study.config.targets = [*TASKS, "urgency"]
+    claims = _section(_html(study, tmp_path), "claims")
+    assert "Not tested on this study: its target urgency is not among the paper" in claims

@@ -1,7 +1,9 @@
 """The analyses that explain a transfer matrix (PAPER.md, steps 2-4, and beyond).
 
 Each module holds small fit() objects over DataFrames and a `run(study, out_dir)` that
-writes its results to `analysis/` and returns the paths. This registry only lists them
+writes its results to `analysis/` and returns the paths. A module whose results need a
+minimum study (enough sources, a generate target) states it in `MINIMUM` and defines
+`shortfall(study)`: why this study is below it, or None. This registry only lists them
 in the order they run.
 """
 
@@ -10,7 +12,6 @@ from __future__ import annotations
 import importlib
 import json
 import time
-import warnings
 from pathlib import Path
 
 from traitmap.errors import TraitmapError
@@ -33,31 +34,47 @@ def check_names(only: list[str] | None) -> None:
 def run_all(study, only: list[str] | None = None, console=None) -> dict[str, list[Path]]:
     """Run the analyses (all, or `only` these) and return the files each wrote.
 
-    An analysis that does not apply to this study (too few sources for prediction, no
-    generate target for lengths) raises TraitmapError; it is skipped, and the reason is
-    kept in `analysis/skipped.json` for the report. Other exceptions are bugs and propagate.
+    An analysis whose `shortfall(study)` names a reason (too few sources for prediction,
+    no generate target for lengths), or that raises TraitmapError, is skipped, and the
+    reason is kept in `analysis/skipped.json` for the report. A module marked `PARTIAL`
+    still writes the parts it can. Other exceptions are bugs and propagate.
     """
     from traitmap.store import write_json
 
     check_names(only)
     skipped_path = study.analysis_dir / "skipped.json"
-    skipped = json.loads(skipped_path.read_text()) if skipped_path.is_file() else {}
+    skipped = skipped_reasons(study)
     written = {}
     for name in only or ANALYSES:
         module = importlib.import_module(f"traitmap.analysis.{name}")
         start = time.perf_counter()
+        reason = shortfall(module, study)
+        written[name] = []
         try:
-            with warnings.catch_warnings():
-                # Bootstrap replicates of a tiny matrix can be degenerate (zero variance);
-                # numpy/sklearn then warn on every replicate. The results say so instead.
-                warnings.simplefilter("ignore", RuntimeWarning)
+            if reason is None or getattr(module, "PARTIAL", False):
                 written[name] = module.run(study, study.analysis_dir)
-            skipped.pop(name, None)
         except TraitmapError as e:
-            written[name] = []
-            skipped[name] = str(e)
+            reason = str(e)
+        if reason is None:
+            skipped.pop(name, None)
+        else:
+            skipped[name] = reason
         if console is not None:
-            note = f"skipped: {skipped[name]}" if name in skipped else f"{len(written[name])} files"
+            note = f"skipped: {reason}" if reason else f"{len(written[name])} files"
+            if reason and written[name]:
+                note += f" (wrote {len(written[name])} files for the rest)"
             console.print(f"[dim]analysis {name}: {note} ({time.perf_counter() - start:.1f} s)[/dim]")
     write_json(skipped_path, skipped)
     return written
+
+
+def skipped_reasons(study) -> dict[str, str]:
+    """analysis -> why it did not run (or ran only in part) on this study, from analysis/skipped.json."""
+    path = study.analysis_dir / "skipped.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def shortfall(module, study) -> str | None:
+    """Why `study` is below what `module` needs (one line, starting with the minimum), or None."""
+    check = getattr(module, "shortfall", None)
+    return check(study) if check is not None else None

@@ -163,6 +163,15 @@ class ClassAnalysis:
         })
 
 
+MINIMUM = "a choice target (answer rates are counted over its labels)"
+
+
+def shortfall(study) -> str | None:
+    if any(study.task(t).kind == "choice" for t in study.config.targets):
+        return None
+    return f"needs {MINIMUM}; this study's targets are all generate tasks"
+
+
 def run(study, out_dir: Path) -> list[Path]:
     """classes.json, classes_source.csv, classes_gold.csv, classes_predicted.csv,
     classes_confusion.csv, classes_bias.csv, classes_divergence.csv."""

@@ -114,6 +114,13 @@ def default_targets(study) -> list[str]:
     return (math or generate)[:1]
 
 
+MINIMUM = "a generate target whose questions can be parsed (the first math one unless dependency_targets says)"
+
+
+def shortfall(study) -> str | None:
+    return None if default_targets(study) else f"needs {MINIMUM}; this study's targets are all choice tasks"
+
+
 def run(study, out_dir: Path) -> list[Path]:
     """dependency.json and dependency.csv (columns: target, adapter, relation, n,
     base_rate, adapter_rate, ratio, ratio_low, ratio_high; relation "(all)" is every

@@ -255,6 +255,16 @@ def adapter_names(study) -> list[str]:
     return list(dict.fromkeys(adapters["name"])) if len(adapters) else []
 
 
+MINIMUM = "a generate target (answer lengths are measured on generated answers)"
+PARTIAL = True  # the label lengths of choice tasks need no generate target
+
+
+def shortfall(study) -> str | None:
+    if any(study.task(t).kind == "generate" for t in study.config.targets):
+        return None
+    return f"needs {MINIMUM}; this study's targets are all choice tasks"
+
+
 def run(study, out_dir: Path) -> list[Path]:
     """lengths.json, lengths_summary.csv, lengths_density.csv, lengths_interpolation.csv,
     lengths_gain.csv, lengths_gain_relation.csv; label_lengths_summary.csv,

@@ -74,6 +74,11 @@ def adapter_draws(draws: np.ndarray, models: list[str], on: str, base: str = BAS
     return draws[:, adapters, :]
 
 
+def has_variance(x: np.ndarray, tol: float = 1e-12) -> bool:
+    """Whether some column of `x` varies: without that, PCA has no component to find."""
+    return bool((np.ptp(x, axis=0) > tol).any())
+
+
 @dataclass(frozen=True)
 class PCAArrays:
     """One PCA fit as plain arrays (components: k x tasks, scores: adapters x k)."""
@@ -114,7 +119,7 @@ class TraitPCA:
         self.imputed_ = data.isna()
         if self.imputed_.to_numpy().any():
             data = impute_lowrank(data, rank=self.capped_components(data.shape))
-        if not (data.max() - data.min()).gt(1e-12).any():
+        if not has_variance(data.to_numpy(dtype=float)):
             raise TraitmapError("the adapters do not differ on any task (the matrix has no variance): no traits to find")
         fitted = self.fit_array(data.to_numpy())
         names = component_names(len(fitted.components))

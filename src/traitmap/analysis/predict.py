@@ -26,9 +26,13 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from traitmap.analysis import analysis_settings
+from traitmap.analysis.pca import BASE
 from traitmap.store import json_ready, write_csv, write_json
 from traitmap.errors import TraitmapError
 
+FEATURES_FILE = "source_features.csv"  # under analysis/: what predicting a new source needs of the trained ones
+MIN_SOURCES = 5
+MINIMUM = f"at least {MIN_SOURCES} sources with gains"
 LENGTH_FEATURES = ("answer_chars_mean", "answer_chars_median", "answer_words_mean", "answer_words_median",
                    "input_chars_mean", "input_words_mean")
 WORD = re.compile(r"\w+")
@@ -195,10 +199,13 @@ class TransferPredictor:
                 models[target] = TargetModel(single, 0)
         return models
 
-    def fit(self, features: pd.DataFrame, gains: pd.DataFrame) -> "TransferPredictor":
+    def fit(self, features: pd.DataFrame, gains: pd.DataFrame, base: pd.Series | None = None) -> "TransferPredictor":
+        """`base`: the base model's score per target, when known; a gain then lies within
+        [-base, 1 - base] and every prediction is clipped to it."""
+        self.limits_ = gain_limits(base, gains.columns)
         sources = [s for s in gains.index if s in features.index]
-        if len(sources) < 3:
-            raise TraitmapError(f"predicting transfer needs features and gains for at least 3 sources, got {len(sources)}")
+        if len(sources) < MIN_SOURCES:
+            raise TraitmapError(too_few_sources(len(sources)))
         self.feature_names_ = list(features.columns)
         x = self._prepare(features.loc[sources, self.feature_names_])
         y = gains.loc[sources].astype(float)
@@ -208,7 +215,7 @@ class TransferPredictor:
         actual = y.to_numpy()
         for k, held_out in enumerate(sources):
             rest = np.arange(len(sources)) != k
-            predicted = _predict_all(self._fit_targets(x[rest], y[rest]), x.to_numpy()[[k]])
+            predicted = self._clip(_predict_all(self._fit_targets(x[rest], y[rest]), x.to_numpy()[[k]]))
             baseline = np.nanmean(actual[rest], axis=0)
             for j, target in enumerate(y.columns):
                 if target in predicted:
@@ -249,7 +256,15 @@ class TransferPredictor:
         if missing:
             raise TraitmapError(f"features lack columns the predictor was fitted on: {missing}")
         x = self._prepare(features[self.feature_names_]).to_numpy()
-        return pd.DataFrame(_predict_all(self.models_, x), index=features.index)
+        return pd.DataFrame(self._clip(_predict_all(self.models_, x)), index=features.index)
+
+    def _clip(self, predicted: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {t: np.clip(v, *self.limits_.get(t, (-1.0, 1.0))) for t, v in predicted.items()}
+
+    def beats_mean(self) -> pd.Series:
+        """Per target: did the held-out predictions miss by less than the other sources' mean gain?"""
+        table = self.correlation_.drop(index=["mean_over_targets", "overall"], errors="ignore")
+        return table["mae"] < table["baseline_mae"]
 
     def to_dict(self) -> dict:
         return json_ready({
@@ -259,7 +274,17 @@ class TransferPredictor:
             "correlation": self.correlation_.reset_index().to_dict(orient="records"),
             "coefficients": {t: row.to_dict() for t, row in self.coef_.iterrows()},
             "loso": self.loso_.to_dict(orient="records"),
+            "beats_mean": self.beats_mean().to_dict(),
         })
+
+
+def gain_limits(base: pd.Series | None, targets) -> dict[str, tuple[float, float]]:
+    """The gains a score in [0, 1] allows on each target: from -base to 1 - base (else +-1)."""
+    limits = {}
+    for target in targets:
+        b = None if base is None else base.get(target)
+        limits[target] = (-1.0, 1.0) if b is None or pd.isna(b) else (-float(b), 1.0 - float(b))
+    return limits
 
 
 def source_feature_table(study, embeddings: dict[str, Sequence[float]] | None = None) -> pd.DataFrame:
@@ -270,36 +295,121 @@ def source_feature_table(study, embeddings: dict[str, Sequence[float]] | None = 
     return pd.DataFrame(rows).T.rename_axis("source")
 
 
+def too_few_sources(n: int) -> str:
+    return (f"needs {MINIMUM}, this study has {n}: leave-one-source-out would fit on {max(n - 1, 0)}, "
+            "too few to predict anything")
+
+
+def shortfall(study) -> str | None:
+    n = int(study.gains.notna().any(axis=1).sum())
+    return too_few_sources(n) if n < MIN_SOURCES else None
+
+
 def _predictor(study) -> TransferPredictor:
     alpha = analysis_settings(study).get("predict_alpha", 1.0)
     return TransferPredictor(alpha=alpha)
 
 
-def predict_new_source(study, examples: Sequence, *, embeddings: dict[str, Sequence[float]] | None = None,
-                       new_embedding: Sequence[float] | None = None) -> pd.DataFrame:
-    """Targets ranked by the gain predicted for a source that was never trained on.
+def predict_gains(features: pd.DataFrame, gains: pd.DataFrame, new: pd.DataFrame, *, base: pd.Series | None = None,
+                  alpha: float | Sequence[float] = 1.0) -> tuple[pd.DataFrame, TransferPredictor]:
+    """Targets ranked by the gain predicted for the source whose features are `new` (one row).
 
-    Columns: predicted_gain, loso_pearson and loso_spearman (how well this target's
-    model did on held-out trained sources: read the prediction through them)."""
-    predictor = _predictor(study).fit(source_feature_table(study, embeddings), study.gains)
-    new = SourceFeatures.from_examples(examples, new_embedding).to_series().to_frame("new_source").T
+    Columns: predicted_gain (within what the metric allows), mean_gain (the trained sources'
+    mean: the baseline), beats_mean (whether this target's model beat that baseline on
+    held-out trained sources; where it did not, read the prediction as no better than the
+    mean), loso_mae, baseline_mae, loso_pearson, loso_spearman."""
+    predictor = TransferPredictor(alpha=alpha).fit(features, gains, base)
     predicted = predictor.predict(new).iloc[0]
     quality = predictor.correlation_.reindex(predicted.index)
-    return pd.DataFrame({
+    ranking = pd.DataFrame({
         "predicted_gain": predicted,
+        "mean_gain": gains.reindex(columns=predicted.index).mean(),
+        "beats_mean": predictor.beats_mean().reindex(predicted.index).fillna(False).astype(bool),
+        "loso_mae": quality["mae"].astype(float),
+        "baseline_mae": quality["baseline_mae"].astype(float),
         "loso_pearson": quality["pearson"].astype(float),
         "loso_spearman": quality["spearman"].astype(float),
     }).rename_axis("target").sort_values("predicted_gain", ascending=False)
+    return ranking, predictor
+
+
+def predict_new_source(study, examples: Sequence, *, embeddings: dict[str, Sequence[float]] | None = None,
+                       new_embedding: Sequence[float] | None = None) -> pd.DataFrame:
+    """`predict_gains` for a source that was never trained on, from the study's own sources."""
+    new = SourceFeatures.from_examples(examples, new_embedding).to_series().to_frame("new_source").T
+    matrix = getattr(study, "matrix", None)
+    base = matrix.loc[BASE] if isinstance(matrix, pd.DataFrame) and BASE in matrix.index else None
+    ranking, _ = predict_gains(source_feature_table(study, embeddings), study.gains, new, base=base,
+                               alpha=analysis_settings(study).get("predict_alpha", 1.0))
+    return ranking
+
+
+@dataclass
+class TrainedSources:
+    """What predicting a new source needs of a finished study, read from its run folder or
+    from an export of it (`traitmap export`): the matrix, and each trained source's
+    features (the export's analysis/source_features.csv, else recomputed from the data)."""
+
+    config: object
+    matrix: pd.DataFrame
+    features: pd.DataFrame
+    data_dir: Path | None
+
+    @property
+    def gains(self) -> pd.DataFrame:
+        return self.matrix.drop(index=BASE) - self.matrix.loc[BASE]
+
+    @classmethod
+    def of_folder(cls, folder: Path, data_dir: Path | None = None) -> "TrainedSources":
+        from traitmap import plan
+        from traitmap.api import recorded_data_dir
+
+        folder = Path(folder)
+        saved = plan.read_saved(folder)
+        config = plan.saved_config(folder, saved)
+        matrix_file = folder / "matrix.csv"
+        if not matrix_file.is_file():
+            raise TraitmapError("no matrix.csv: the study has not been evaluated yet", file=folder)
+        matrix = pd.read_csv(matrix_file, index_col="model")
+        matrix.index, matrix.columns = matrix.index.astype(str), matrix.columns.astype(str)
+        data = data_dir if data_dir is not None else recorded_data_dir(saved)
+        adapters = [m for m in matrix.index if m != BASE]
+        features_file = folder / "analysis" / FEATURES_FILE
+        features = pd.read_csv(features_file, index_col="source") if features_file.is_file() else None
+        if features is None or not set(adapters) <= set(features.index.astype(str)):
+            if data is not None and not Path(data).is_dir():
+                raise TraitmapError(f"has no analysis/source_features.csv, and the sources' data folder {data} is not "
+                                    "there to recompute it: pass --data-dir", file=folder)
+            features = pd.DataFrame({name: SourceFeatures.from_examples(
+                plan.source_examples(config, name, data, config.seed)).to_series() for name in adapters}).T
+        features.index = features.index.astype(str)
+        return cls(config, matrix, features.loc[adapters], data)
+
+    def measured(self, task: str) -> str | None:
+        """The adapter trained on `task` as it is (no variant), if the study has one."""
+        return next((s.name for s in self.config.sources if s.task == task and not s.variant
+                     and s.name in self.matrix.index), None)
+
+    def predict(self, examples: Sequence) -> pd.DataFrame:
+        """`predict_gains` for a new source's training examples."""
+        if len(self.features) < MIN_SOURCES:
+            raise TraitmapError(too_few_sources(len(self.features)))
+        new = SourceFeatures.from_examples(examples).to_series().to_frame("new_source").T
+        ranking, _ = predict_gains(self.features, self.gains, new, base=self.matrix.loc[BASE],
+                                   alpha=dict(getattr(self.config, "analysis", None) or {}).get("predict_alpha", 1.0))
+        return ranking
 
 
 def run(study, out_dir: Path) -> list[Path]:
     """source_features.csv (source x feature), transfer_prediction.csv (held-out
     predictions), transfer_prediction.json (correlations, coefficients, note)."""
     features = source_feature_table(study)
-    predictor = _predictor(study).fit(features, study.gains)
+    matrix = getattr(study, "matrix", None)
+    base = matrix.loc[BASE] if isinstance(matrix, pd.DataFrame) and BASE in matrix.index else None
+    predictor = _predictor(study).fit(features, study.gains, base)
     out_dir = Path(out_dir)
     return [
-        write_csv(out_dir / "source_features.csv", features, index=True),
+        write_csv(out_dir / FEATURES_FILE, features, index=True),
         write_csv(out_dir / "transfer_prediction.csv", predictor.loso_),
         write_json(out_dir / "transfer_prediction.json", predictor.to_dict()),
     ]

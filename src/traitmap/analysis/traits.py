@@ -24,7 +24,8 @@ import pandas as pd
 from scipy.linalg import orthogonal_procrustes
 from scipy.stats import rankdata
 
-from traitmap.analysis.pca import BASE, TraitPCA, adapter_draws, adapter_rows, component_names, impute_lowrank
+from traitmap.analysis.pca import (BASE, TraitPCA, adapter_draws, adapter_rows, component_names, has_variance,
+                                   impute_lowrank)
 from traitmap.analysis import analysis_settings
 from traitmap.store import write_csv, write_json
 from traitmap.analysis.uncertainty import matrix_metric, percentile_interval, resample_matrix
@@ -61,17 +62,24 @@ def abs_cosines(aligned: np.ndarray, reference: np.ndarray) -> np.ndarray:
         return np.abs(np.sum(aligned * reference, axis=-1)) / norms
 
 
-def leave_one_task_out(matrix: pd.DataFrame, reference: TraitPCA, align: str = "procrustes") -> pd.DataFrame:
+def leave_one_task_out(matrix: pd.DataFrame, reference: TraitPCA, align: str = "procrustes",
+                       skipped: dict[str, str] | None = None) -> pd.DataFrame:
     """For each task: refit PCA without it, align to the reference restricted to the
     remaining tasks, and report |cos| per component. A component that collapses when
-    one task leaves is that task, not a trait."""
+    one task leaves is that task, not a trait. A task without which no PCA can be fitted
+    (the others do not vary) gets no row; why goes into `skipped` (task -> reason)."""
     k = reference.n_components_
     tasks = list(reference.loadings_.columns)
     rows = {}
     for task in tasks:
         kept = [t for t in tasks if t != task]
         refit = TraitPCA(k, on=reference.on, standardize=reference.standardize, base=reference.base)
-        refit.fit(matrix[kept])
+        try:
+            refit.fit(matrix[kept])
+        except TraitmapError as error:
+            if skipped is not None:
+                skipped[task] = str(error)
+            continue
         target = reference.loadings_[kept].to_numpy()
         fitted = np.zeros_like(target)
         fitted[: refit.n_components_] = refit.loadings_.to_numpy()
@@ -122,6 +130,9 @@ class TraitStability:
         for b, x in enumerate(replicates):
             if np.isnan(x).any():
                 x = impute_lowrank(pd.DataFrame(x), rank=pca.capped_components(x.shape)).to_numpy()
+            if not has_variance(x):  # a replicate that drew no differences has no components
+                loadings[b], profiles[b], evr[b] = np.nan, np.nan, np.nan
+                continue
             replicate = pca.fit_array(x)
             rotation = align_rotation(replicate.components, ref_loadings, self.align)
             loadings[b] = rotation.T @ replicate.components
@@ -138,7 +149,7 @@ class TraitStability:
             "loading": ref_loadings.ravel(),
             "low": low.ravel(),
             "high": high.ravel(),
-            "boot_std": loadings.std(axis=0).ravel(),
+            "boot_std": np.nanstd(loadings, axis=0).ravel(),
         })
         low, high = percentile_interval(profiles, self.level)
         self.profiles_ci_ = pd.DataFrame({
@@ -149,13 +160,14 @@ class TraitStability:
             "high": high.ravel(),
         })
         evr_low, evr_high = percentile_interval(evr, self.level)
-        self.loto_ = (leave_one_task_out(draws.point, reference, self.align) if len(tasks) > 2
+        self.loto_skipped_ = {}
+        self.loto_ = (leave_one_task_out(draws.point, reference, self.align, self.loto_skipped_) if len(tasks) > 2
                       else pd.DataFrame(columns=names, dtype=float))
         self.stability_ = pd.DataFrame({
             "explained_variance_ratio": reference.explained_variance_ratio_,
             "evr_low": evr_low,
             "evr_high": evr_high,
-            "bootstrap_stability": abs_cosines(loadings, ref_loadings[None]).mean(axis=0),
+            "bootstrap_stability": np.nanmean(abs_cosines(loadings, ref_loadings[None]), axis=0),
             "loto_min": self.loto_.min(axis=0) if len(self.loto_) else np.nan,
         }, index=pd.Index(names, name="component"))
         self.reference_ = reference
@@ -169,6 +181,7 @@ class TraitStability:
             "align": self.align,
             "components": self.stability_.reset_index().to_dict(orient="records"),
             "leave_one_task_out": {t: row.to_dict() for t, row in self.loto_.iterrows()},
+            "leave_one_task_out_skipped": self.loto_skipped_,
         }
 
 
@@ -392,6 +405,21 @@ def _task_tags(study, tasks) -> dict[str, list[str]]:
         except TraitmapError:
             tags[task] = []
     return tags
+
+
+MIN_VARYING_TARGETS = 3
+MINIMUM = f"at least 2 adapters and {MIN_VARYING_TARGETS} targets on which their gains differ"
+
+
+def shortfall(study) -> str | None:
+    """Bootstrap and leave-one-task-out stability need more than one direction to be stable in."""
+    gains = study.gains
+    varying = [t for t in gains.columns if gains[t].dropna().nunique() > 1]
+    if len(gains) < 2 or len(varying) < MIN_VARYING_TARGETS:
+        return (f"needs {MINIMUM}; this study has {len(gains)} adapter{'s' if len(gains) != 1 else ''} and "
+                f"{len(varying)} such target{'s' if len(varying) != 1 else ''}"
+                + (f" ({', '.join(map(str, varying))})" if varying else ""))
+    return None
 
 
 def run(study, out_dir: Path) -> list[Path]:

@@ -197,7 +197,8 @@ def top_share(x: np.ndarray, k: int) -> np.ndarray:
     """Share of variance in the first k components, for (..., adapters, tasks) arrays."""
     x = x - x.mean(axis=-2, keepdims=True)
     eig = np.linalg.svd(x, compute_uv=False) ** 2
-    return eig[..., :k].sum(axis=-1) / eig.sum(axis=-1)
+    total = eig.sum(axis=-1)
+    return np.divide(eig[..., :k].sum(axis=-1), total, out=np.zeros_like(total), where=total > 0)
 
 
 def permuted_top_share(x: np.ndarray, k: int, n: int, generator: np.random.Generator) -> np.ndarray:

@@ -12,7 +12,8 @@ import pandas as pd
 
 from . import figures
 from .blocks import Figure, Note, Section, Table
-from .common import listing, missing, number, percent, points, read_csv, read_json, read_matrix, signed, source_tasks
+from .common import (listing, missing, number, percent, points, read_csv, read_json, read_matrix, signed, skipped,
+                     source_tasks)
 
 # name -> (file under analysis/, columns read); formats as traitmap.analysis writes them
 FILES = {
@@ -52,7 +53,7 @@ def lengths_section(study) -> Section:
     density, why = _read(study, "lengths_density")
     medians, why_medians = _read(study, "lengths_interpolation")
     if density is None and medians is None:
-        return missing("lengths", title, why)
+        return missing("lengths", title, skipped(study, "lengths") or why)
     measure = (read_json(study, LENGTHS_META) or {}).get("measure", "chars")
     sentences, blocks = [], []
     if medians is None:
@@ -105,10 +106,10 @@ def classes_section(study) -> Section:
     label_summary, _ = _read(study, "label_lengths_summary")
     measure = (read_json(study, LENGTHS_META) or {}).get("measure", "chars")
     if conf is None and label_density is None:
-        return missing("classes", title, why)
+        return missing("classes", title, skipped(study, "classes") or why)
     sentences, blocks = [], []
     if conf is None:
-        blocks.append(Note(why))
+        blocks.append(Note(skipped(study, "classes") or why))
     else:
         conf = conf.astype({"model": str, "task": str, "gold": str, "predicted": str})
         models = [str(m) for m in study.matrix.index]
@@ -138,7 +139,7 @@ def classes_section(study) -> Section:
             blocks.append(Figure.of(f"fig-confusion-{len(blocks)}", figures.confusion_grid(mats, counts),
                                     caption=f"Confusion matrices on {task}: gold label (rows) against answer "
                                             f"(columns), % of each gold label."))
-        if widest:
+        if widest and widest[0] > 0:
             _, task, label, gold_share, hi, hi_share, lo, lo_share = widest
             sentences.append(f"On {task}, {percent(gold_share, 0)} of gold labels are {label}; {hi} answers "
                              f"{label} {percent(hi_share, 0)} of the time, {lo} only {percent(lo_share, 0)}.")
@@ -170,7 +171,7 @@ def similarity_section(study) -> Section:
     pairs, why = _read(study, "similarity_pairs")
     matrices = {k: m for k, name in SIMILARITY_MATRICES.items() if (m := read_matrix(study, name)) is not None}
     if pairs is None and not matrices:
-        return missing("similarity", title, why)
+        return missing("similarity", title, skipped(study, "similarity") or why)
     sentences, blocks = [], []
     pts = pd.DataFrame(columns=["kind", "model", "task", "similarity", "gain"])
     if pairs is not None:
@@ -184,9 +185,12 @@ def similarity_section(study) -> Section:
         mismatch = None
         for task, rows in pts[pts["kind"] == kind].groupby("task"):
             near, top = rows.loc[rows["similarity"].idxmax()], rows.loc[rows["gain"].idxmax()]
-            if near["model"] != top["model"] and (mismatch is None or top["gain"] - near["gain"] > mismatch[0]):
+            if top["gain"] > near["gain"] and (mismatch is None or top["gain"] - near["gain"] > mismatch[0]):
                 mismatch = (top["gain"] - near["gain"], task, near, top)
-        if mismatch:
+        if pts["gain"].nunique() <= 1:
+            sentences.append("Every adapter gains the same on every target here: there is no transfer for "
+                             "similarity to explain.")
+        elif mismatch:
             _, task, near, top = mismatch
             sentences.append(f"{near['model']} is the source most similar in {kind} to {task} "
                              f"({near['similarity']:.2f}), yet its adapter gains {points(near['gain'] / 100)} points "
@@ -220,7 +224,7 @@ def dependency_section(study) -> Section:
     title = "Syntax: dependency relations"
     dep, why = _read(study, "dependency")
     if dep is None:
-        return missing("dependency", title, why)
+        return missing("dependency", title, skipped(study, "dependency") or why)
     dep = dep.rename(columns={"adapter": "model", "target": "task"}).astype({"model": str, "task": str, "relation": str})
     dep = dep[(dep["relation"] != ALL_EXAMPLES) & np.isfinite(dep["ratio"])]
     pairs = list(dep.groupby(["model", "task"]).groups)
@@ -237,9 +241,13 @@ def dependency_section(study) -> Section:
             + f" solves questions containing {hi['relation']} {hi['ratio']:.2f}× as often as the base model "
             f"(n = {int(hi['n'])}); {lo['relation']} is helped least (×{lo['ratio']:.2f}, n = {int(lo['n'])})."
         )
+    if not groups:
+        return missing("dependency", title, "No ratio to show: on the parsed targets either the base model solves "
+                                            "no question (a ratio to it is undefined) or no relation occurs in "
+                                            "enough questions (dependency_min_support).")
     blocks = [Figure.of("fig-dependency", figures.ratio_bars(groups),
                         caption="Success-rate ratio (adapter ÷ base) on questions grouped by the dependency "
-                                "relations they contain; above 1, the adapter does better.")] if groups else []
+                                "relations they contain; above 1, the adapter does better.")]
     return Section(id="dependency", title=title, sentences=sentences, blocks=blocks)
 
 
@@ -286,7 +294,7 @@ def prediction_section(study) -> Section:
     title = "Predicting transfer"
     pred, why = _read(study, "prediction")
     if pred is None:
-        return missing("prediction", title, why)
+        return missing("prediction", title, skipped(study, "predict") or why)
     pred = pred.rename(columns={"source": "model", "target": "task"}).astype({"model": str, "task": str})
     pred = pred.dropna(subset=["predicted", "actual"]).reset_index(drop=True)
     if pred.empty:
@@ -298,9 +306,18 @@ def prediction_section(study) -> Section:
     sentences = [
         f"Predicted for each source before training on it (from the other sources), the gains are off by {err.mean():.1f} points on average over "
         f"{len(rows)} adapter–target cells, with the sign right for {right} of {len(rows)}.",
-        f"The largest miss is {miss['model']} on {miss['task']} (predicted {points(miss['predicted'] / 100)}, "
-        f"measured {points(miss['actual'] / 100)}).",
     ]
+    if "baseline" in rows.columns and rows["baseline"].notna().all():
+        mean_err = (rows["baseline"] * 100 - rows["actual"]).abs().mean()
+        if err.mean() >= mean_err:
+            sentences.append(f"That is no better than the mean: predicting each held-out source by the other sources' "
+                             f"mean gain is off by {mean_err:.1f} points. Read no prediction of this model as more "
+                             "than that mean.")
+        else:
+            sentences.append(f"The mean of the other sources' gains would be off by {mean_err:.1f} points, so the "
+                             "source statistics carry some information about transfer.")
+    sentences.append(f"The largest miss is {miss['model']} on {miss['task']} (predicted {points(miss['predicted'] / 100)}, "
+                     f"measured {points(miss['actual'] / 100)}).")
     blocks = [Figure.of("fig-prediction", figures.predicted_vs_actual(rows),
                         caption="Predicted against measured gain for each held-out adapter and target.")]
     return Section(id="prediction", title=title, sentences=sentences, blocks=blocks)

@@ -81,3 +81,4 @@ class Section:
     blocks: list = field(default_factory=list)
     findings: list = field(default_factory=list)  # the paper's claims this section's evidence tests
     note: str | None = None  # shown instead of content, e.g. "not computed for this study"
+    folded: str | None = None  # a summary line: the blocks stay collapsed under it until clicked

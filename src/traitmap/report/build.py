@@ -10,10 +10,11 @@ from markupsafe import Markup
 from plotly.offline import get_plotlyjs
 
 from traitmap.findings import of_study
+from traitmap.findings.claims import PAPER_TASKS
 from traitmap.store import write_atomic
 
 from . import analyses, figures, sections
-from .blocks import script_safe, to_script_json
+from .blocks import Section, script_safe, to_script_json
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -33,12 +34,34 @@ def _plotly_js() -> Markup:
     return Markup(js)
 
 
+def claims_section(study) -> Section:
+    """The paper's claims that this study can test, on the paper's own tasks only: on a
+    user's task, a claim about "classification" or "PAWS, Pile" would be read off tasks
+    the study does not have."""
+    title = "The paper's claims"
+    paper_tasks = {task for names in PAPER_TASKS.values() for task in names}
+    foreign = [str(t) for t in study.config.targets if t not in paper_tasks]
+    if foreign:
+        return Section(id="claims", title=title, note=(
+            f"Not tested on this study: its target{'s' if len(foreign) > 1 else ''} {', '.join(foreign)} "
+            f"{'are' if len(foreign) > 1 else 'is'} not among the paper's tasks; `traitmap findings` tests the claims "
+            "on studies of those tasks."))
+    found = of_study(study)
+    if not found:
+        return Section(id="claims", title=title, note="None of the paper's claims can be tested on this study's "
+                                                       "adapters and targets.")
+    return Section(id="claims", title=title, findings=found, sentences=[
+        "Each claim of the paper that this study's adapters and targets can test, with its verdict and the "
+        "numbers behind it; the sections above show the evidence."])
+
+
 def render(study) -> str:
     records = study.records()
+    examples, data = sections.examples_section(records)
     parts = [
-        sections.study_section(study, records),
-        sections.training_section(study),
+        sections.answers_section(study),
         sections.matrix_section(study),
+        sections.training_section(study),
         sections.traits_section(study),
         analyses.lengths_section(study),
         analyses.classes_section(study),
@@ -46,12 +69,10 @@ def render(study) -> str:
         analyses.dependency_section(study),
         analyses.controlled_section(study),
         analyses.prediction_section(study),
+        claims_section(study),
+        examples,
+        sections.study_section(study, records),
     ]
-    examples, data = sections.examples_section(records)
-    parts.append(examples)
-    by_id = {part.id: part for part in parts}
-    for finding in of_study(study):
-        by_id[finding.section].findings.append(finding)
     return _environment().get_template("report.html.j2").render(
         config=study.config,
         meta=dict(study.meta or {}),

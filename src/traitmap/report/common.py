@@ -10,10 +10,13 @@ import pandas as pd
 from .blocks import Section
 
 MINUS = "\u2212"
+UNKNOWN = "—"  # what a page shows for a number that was not measured, never "nan"
 
 
 def points(gain: float, digits: int = 1) -> str:
     """A gain in score units (0..1) as signed percentage points: +12.0, −3.0."""
+    if gain is None or pd.isna(gain):
+        return UNKNOWN
     value = round(float(gain) * 100, digits)
     if value == 0:
         value = 0.0  # no "−0.0"
@@ -21,6 +24,8 @@ def points(gain: float, digits: int = 1) -> str:
 
 
 def signed(value: float, digits: int = 2) -> str:
+    if value is None or pd.isna(value):
+        return UNKNOWN
     value = round(float(value), digits)
     if value == 0:
         value = 0.0
@@ -28,6 +33,8 @@ def signed(value: float, digits: int = 2) -> str:
 
 
 def percent(score: float, digits: int = 1) -> str:
+    if score is None or pd.isna(score):
+        return UNKNOWN
     return f"{float(score) * 100:.{digits}f}%"
 
 
@@ -55,7 +62,7 @@ def read_csv(study, name: str, columns: list[str]) -> tuple[pd.DataFrame | None,
     """The analysis table `name`, or why it cannot be drawn (absent, empty, missing columns)."""
     path = analysis_file(study, name)
     if path is None:
-        return None, f"Not computed for this study (no analysis/{name})."
+        return None, NOT_RUN
     df = pd.read_csv(path)
     missing = [c for c in columns if c not in df.columns]
     if missing:
@@ -78,6 +85,15 @@ def read_matrix(study, name: str) -> pd.DataFrame | None:
 def read_json(study, name: str) -> dict | None:
     path = analysis_file(study, name)
     return json.loads(path.read_text(encoding="utf-8")) if path is not None else None
+
+
+NOT_RUN = "Not computed for this study: its analyses have not run (`traitmap analyze` on its folder runs them)."
+
+
+def skipped(study, analysis: str) -> str | None:
+    """Why the analysis `analysis` did not run on this study (from analysis/skipped.json), or None."""
+    reason = (read_json(study, "skipped.json") or {}).get(analysis)
+    return f"Skipped for this study: {reason.rstrip('.')}." if reason else None
 
 
 def missing(id: str, title: str, why: str) -> Section:

@@ -17,8 +17,8 @@ from traitmap.analysis.traits import resolved_components
 
 from . import figures
 from .bias import metric_disagreement
-from .blocks import Details, Figure, Section, Table
-from .common import listing, missing, percent, points, read_csv, read_json, signed
+from .blocks import Details, Figure, Note, Section, Table
+from .common import listing, missing, percent, points, read_csv, read_json, signed, skipped
 
 EXAMPLE_CAP = 3000
 TEXT_CAP = 6000  # characters kept per prompt/output in the example browser
@@ -108,18 +108,34 @@ def study_section(study, records: pd.DataFrame) -> Section:
                             caption="Run and versions", numeric=False))
     blocks.append(Details(summary="Exact resolved configuration (JSON)",
                           text=json.dumps(cfg, indent=2, default=str, ensure_ascii=False)))
-    return Section(id="study", title="The study", sentences=sentences, blocks=blocks)
+    return Section(id="study", title="Configuration and versions", sentences=sentences, blocks=blocks,
+                   folded="The resolved configuration, the sources, the run and the library versions")
 
 
 def glance(study) -> list[tuple[str, str, str]]:
-    """Headline numbers for the top of the page: (label, value, detail)."""
-    g = study.gains.stack().dropna()
+    """Headline numbers for the top of the page: (label, value, detail), each gain with its interval."""
+    cells = _cells(study)
     cards = []
-    if len(g):
-        (bm, bt), (wm, wt) = g.idxmax(), g.idxmin()
-        cards += [("largest gain", points(g.max()), f"{bm} → {bt}"),
-                  ("largest loss", points(g.min()), f"{wm} → {wt}"),
-                  ("cells that help", f"{int((g > 0).sum())} / {len(g)}", "adapter–target pairs above base")]
+    if len(cells):
+        flags = answer_flags(study)
+
+        def detail(row) -> str:
+            text = f"{row['model']} → {row['task']}"
+            if pd.notna(row["gain_low"]):
+                text += f", 95% interval {_interval(row['gain_low'], row['gain_high'])}"
+            if pd.notna(row["n"]):
+                text += f", {int(row['n'])} examples"
+            return "; ".join([text, *flags.get((row["model"], row["task"]), [])])
+
+        best, worst = cells.loc[cells["gain"].idxmax()], cells.loc[cells["gain"].idxmin()]
+        if best["gain"] > 0:
+            cards.append(("largest gain", points(best["gain"]), detail(best)))
+        if worst["gain"] < 0:
+            cards.append(("largest loss", points(worst["gain"]), detail(worst)))
+        helped = f"{int((cells['gain'] > 0).sum())} / {len(cells)}"
+        sure = (f"{int((cells['gain_low'] > 0).sum())} with an interval above zero"
+                if cells["gain_low"].notna().any() else "no intervals computed")
+        cards.append(("cells that help", helped, f"adapter–target pairs above base; {sure}"))
     pca = getattr(study, "pca", None)
     ratio = (pca or {}).get("explained_variance_ratio")
     if ratio:
@@ -130,6 +146,124 @@ def glance(study) -> list[tuple[str, str, str]]:
         cards.append((f"variance in {k} trait{'s' if k > 1 else ''}", f"{sum(values[:k]) * 100:.0f}%",
                       f"of the {pca.get('on', 'gains')}" + (f" (always, with {n_adapters} adapters)" if trivially else "")))
     return cards
+
+
+# --- (0) what each source does to each target -----------------------------------------------
+
+COLLAPSED_SHARE = 0.95  # an adapter that gives one answer this often has stopped reading the question
+FAR_FROM_GOLD = 0.25    # an answer rate this many points from the gold label's share is a bias
+FLOOR = 0.05            # when base and adapter both score at most this, a gain cannot show
+STRONGEST = 3
+
+
+def _cells(study) -> pd.DataFrame:
+    """One row per (adapter, target): gain, its interval (NaN when not computed), n, scores."""
+    gains, matrix = study.gains, study.matrix
+    rows = [{"model": str(m), "task": str(t), "gain": float(gains.loc[m, t]), "score": float(matrix.loc[m, t]),
+             "base": float(matrix.loc["base", t]) if "base" in matrix.index else np.nan}
+            for m in gains.index for t in gains.columns
+            if pd.notna(gains.loc[m, t]) and m in matrix.index and t in matrix.columns]
+    cells = pd.DataFrame(rows, columns=["model", "task", "gain", "score", "base"])
+    ci, _ = read_csv(study, "matrix_ci.csv", ["model", "task", "gain_low", "gain_high"])
+    if ci is not None:
+        ci = ci.astype({"model": str, "task": str})
+        keep = ["model", "task", "gain_low", "gain_high"] + (["n"] if "n" in ci.columns else [])
+        cells = cells.merge(ci[keep], on=["model", "task"], how="left")
+    for column in ("gain_low", "gain_high", "n"):
+        if column not in cells.columns:
+            cells[column] = np.nan
+    return cells
+
+
+def answer_flags(study) -> dict[tuple[str, str], list[str]]:
+    """(model, task) -> what is wrong with its answers, from the class-distribution analysis."""
+    conf, _ = read_csv(study, "classes_confusion.csv", ["task", "model", "gold", "predicted", "count"])
+    flags: dict[tuple[str, str], list[str]] = {}
+    if conf is None:
+        return flags
+    conf = conf.astype({"task": str, "model": str, "gold": str, "predicted": str})
+    for (model, task), rows in conf.groupby(["model", "task"], sort=False):
+        total = rows["count"].sum()
+        if total <= 0:
+            continue
+        answered = rows.groupby("predicted")["count"].sum() / total
+        gold = rows.groupby("gold")["count"].sum() / total
+        top, share = answered.idxmax(), answered.max()
+        if share >= COLLAPSED_SHARE and gold.max() < COLLAPSED_SHARE:
+            flags.setdefault((model, task), []).append(f"collapsed: answers {top} {percent(share, 0)} of the time")
+            continue
+        gap = answered.reindex(gold.index.union(answered.index), fill_value=0) - gold.reindex(
+            gold.index.union(answered.index), fill_value=0)
+        label = gap.abs().idxmax()
+        if abs(gap[label]) >= FAR_FROM_GOLD:
+            flags.setdefault((model, task), []).append(
+                f"answers {label} {percent(answered.get(label, 0.0), 0)} of the time (gold {percent(gold.get(label, 0.0), 0)})")
+    return flags
+
+
+def _interval(low, high) -> str:
+    return f"{points(low)} to {points(high)}" if pd.notna(low) and pd.notna(high) else "not computed"
+
+
+def _with_interval(row) -> str:
+    text = f"{row['model']} → {row['task']} {points(row['gain'])}"
+    return text + (f" ({_interval(row['gain_low'], row['gain_high'])})" if pd.notna(row["gain_low"]) else "")
+
+
+def answers_section(study) -> Section:
+    """The user's question first: what training on each source did to each target, how sure, and what to distrust."""
+    title = "What each source does to each target"
+    cells = _cells(study)
+    if cells.empty:
+        return missing("answers", title, "No adapter has been evaluated yet: there is no gain to show.")
+    flags = answer_flags(study)
+    for (model, task), row in zip(zip(cells["model"], cells["task"]), cells.itertuples()):
+        if max(row.score, row.base) <= FLOOR:
+            flags.setdefault((model, task), []).append(
+                f"at the floor: base and adapter both score at most {percent(FLOOR, 0)}")
+    has_ci = cells["gain_low"].notna().any()
+    sure_up = cells[cells["gain_low"] > 0].sort_values("gain", ascending=False)
+    sure_down = cells[cells["gain_high"] < 0].sort_values("gain")
+    sentences = []
+    if has_ci:
+        if len(sure_up):
+            sentences.append(f"Helps, with a 95% interval above zero: "
+                             f"{'; '.join(_with_interval(r) for _, r in sure_up.head(STRONGEST).iterrows())}"
+                             + (f" (and {len(sure_up) - STRONGEST} more)." if len(sure_up) > STRONGEST else "."))
+        if len(sure_down):
+            sentences.append(f"Hurts, with a 95% interval below zero: "
+                             f"{'; '.join(_with_interval(r) for _, r in sure_down.head(STRONGEST).iterrows())}"
+                             + (f" (and {len(sure_down) - STRONGEST} more)." if len(sure_down) > STRONGEST else "."))
+        half_width = (cells["gain_high"] - cells["gain_low"]).median() / 2
+        if not len(sure_up) and not len(sure_down) and (cells["gain"] == 0).all():
+            sentences.append("No adapter changed the score on any target: every gain is +0.0.")
+        elif not len(sure_up) and not len(sure_down):
+            sentences.append(f"No gain's 95% interval excludes zero: with these test examples, a change smaller "
+                             f"than about ±{half_width * 100:.1f} points cannot be told from noise.")
+        else:
+            sentences.append(f"The other {len(cells) - len(sure_up) - len(sure_down)} of {len(cells)} "
+                             "adapter–target cells cannot be told apart from the base model at this size.")
+    else:
+        best, worst = cells.loc[cells["gain"].idxmax()], cells.loc[cells["gain"].idxmin()]
+        sentences.append(f"Largest gain {_with_interval(best)}" + (f"; largest loss {_with_interval(worst)}."
+                                                                     if worst["gain"] < 0 else "; no adapter loses anywhere.")
+                         + " No intervals yet (run `traitmap analyze`), so none of these is known to be more than noise.")
+    collapsed = {(m, t) for (m, t), found in flags.items() if any(f.startswith("collapsed") for f in found)}
+    adapters = [m for m in dict.fromkeys(cells["model"]) if any((m, t) in collapsed for t in cells["task"])]
+    if adapters:
+        base_too = [t for t in dict.fromkeys(cells["task"]) if ("base", t) in collapsed]
+        sentences.append(f"{listing(adapters)} collapsed to one answer on some target: a gain there comes from the "
+                         "label given every time, not from reading the question"
+                         + (f"; the base model does the same on {listing(base_too)}." if base_too else "."))
+    rows = []
+    for row in cells.itertuples():
+        rows.append([row.model, row.task, points(row.gain), _interval(row.gain_low, row.gain_high),
+                     "" if pd.isna(row.n) else f"{int(row.n)}", "; ".join(flags.get((row.model, row.task), []))])
+    blocks = [Table(columns=["source (adapter)", "target", "gain (points)", "95% interval", "examples", "flags"],
+                    rows=rows, numeric=False,
+                    caption="Each adapter's gain over the base model on each target, in percentage points, "
+                            "with its bootstrap interval over the test examples.")]
+    return Section(id="answers", title=title, sentences=sentences, blocks=blocks)
 
 
 # --- (2) the transfer matrix ---------------------------------------------------------------
@@ -148,7 +282,7 @@ def _ci_hover(study, matrix: pd.DataFrame, value: str, low: str, high: str, as_g
         for task in matrix.columns:
             v = matrix.loc[model, task]
             text = f"{figures.esc(model)} → {figures.esc(task)}<br>{fmt(v)}{unit}" if pd.notna(v) else "no score"
-            if (model, task) in ci.index:
+            if (model, task) in ci.index and pd.notna(ci.loc[(model, task)][[low, high]]).all():
                 c = ci.loc[(model, task)]
                 text += f"<br>interval {fmt(c[low])} to {fmt(c[high])}"
                 if "n" in ci.columns and pd.notna(c["n"]):
@@ -181,7 +315,7 @@ def matrix_section(study) -> Section:
             ci = ci[ci["model"] != "base"]
             second += (f" ({int((ci['gain_low'] > 0).sum())} with an interval above zero, "
                        f"{int((ci['gain_high'] < 0).sum())} below)")
-        if len(mean) > 1:
+        if len(mean) > 1 and mean.iloc[-1] > mean.iloc[0]:
             second += (f"; averaged over targets, {mean.index[-1]} transfers best ({points(mean.iloc[-1])}) "
                        f"and {mean.index[0]} worst ({points(mean.iloc[0])}).")
         else:
@@ -244,6 +378,17 @@ def pca_frames(pca: dict, gains: pd.DataFrame) -> tuple[pd.Series, pd.DataFrame,
     return ratio, loadings[order], scores[[c for c in order if c in scores.columns]]
 
 
+def _no_pca(study) -> str:
+    """Why a study has no pca.json, in its own terms."""
+    gains = study.gains
+    if len(gains) < 2 or len(gains.columns) < 2:
+        return (f"Not computed for this study: PCA needs at least 2 adapters and 2 targets, this study has "
+                f"{len(gains)} and {len(gains.columns)}.")
+    if all(gains[t].dropna().nunique() <= 1 for t in gains.columns):
+        return "Not computed for this study: the adapters' gains are the same on every target, so there is no trait to find."
+    return "Not computed for this study: the PCA has not run (`traitmap pca` on its folder runs it)."
+
+
 def _loading_phrase(column: pd.Series) -> str:
     top = column.sort_values()
     hi, lo = top.index[-1], top.index[0]
@@ -261,7 +406,7 @@ def traits_section(study) -> Section:
     title = "Latent traits"
     pca = getattr(study, "pca", None)
     if not pca:
-        return missing("traits", title, "Not computed for this study (no pca.json).")
+        return missing("traits", title, _no_pca(study))
     ratio, loadings, scores = pca_frames(pca, study.gains)
     if ratio.empty or loadings.empty:
         return missing("traits", title, "pca.json has no explained variance or loadings; nothing drawn.")
@@ -299,6 +444,9 @@ def traits_section(study) -> Section:
                                 caption="Trait profiles: each adapter's weight on the leading components."))
     traits = read_json(study, "traits.json") or {}
     components = traits.get("components") or []
+    if not components and skipped(study, "traits"):
+        blocks.append(Note(skipped(study, "traits").replace(
+            "Skipped", "The traits' stability and their test against chance are skipped", 1)))
     if components:
         real = resolved_components(traits)
         explained = [f"{c['component']} follows {c['behaviour']}" for c in components if c.get("behaviour")]
@@ -326,13 +474,17 @@ def traits_section(study) -> Section:
 
 
 def _fixed(value) -> str:
-    return "" if value is None else f"{value:.2f}"
+    return "" if value is None or pd.isna(value) else f"{value:.2f}"
 
 
 def _ci(value, low, high) -> str:
-    if value is None:
+    if value is None or pd.isna(value):
         return ""
-    return f"{value * 100:.0f}%" + (f" ({low * 100:.0f}–{high * 100:.0f}%)" if low is not None and high is not None else "")
+    return f"{value * 100:.0f}%" + (f" ({low * 100:.0f}–{high * 100:.0f}%)" if _known(low) and _known(high) else "")
+
+
+def _known(value) -> bool:
+    return value is not None and not pd.isna(value)
 
 
 # --- (last) the example browser -------------------------------------------------------------
@@ -347,6 +499,11 @@ def _clip(value: object) -> str:
     return text
 
 
+def _training_seed(seed) -> int | None:
+    """The adapter's training seed; the base model was not trained (its records carry -1)."""
+    return int(seed) if seed is not None and pd.notna(seed) and int(seed) >= 0 else None
+
+
 def example_rows(records: pd.DataFrame, cap: int = EXAMPLE_CAP) -> tuple[dict, int]:
     """Records for the browser as {columns, rows}, at most `cap`, spread evenly over (model, task)."""
     total = len(records)
@@ -359,7 +516,7 @@ def example_rows(records: pd.DataFrame, cap: int = EXAMPLE_CAP) -> tuple[dict, i
         r = rec._asdict()
         correct = r.get("correct")
         rows.append([
-            str(r.get("model", "")), int(r["seed"]) if pd.notna(r.get("seed")) else None, str(r.get("task", "")),
+            str(r.get("model", "")), _training_seed(r.get("seed")), str(r.get("task", "")),
             str(r.get("example_id", "")), None if correct is None or pd.isna(correct) else bool(correct >= 0.5),
             _clip(r.get("parsed")), _clip(r.get("gold")), _clip(r.get("prompt")), _clip(r.get("output")),
         ])
@@ -375,7 +532,7 @@ def examples_section(records: pd.DataFrame) -> tuple[Section, dict]:
         sentences.append(f"{total:,} scored examples; {shown:,} are embedded below"
                          + (f" (capped at {EXAMPLE_CAP:,}, spread evenly over models and tasks)." if shown < total else ".")
                          )
-        if len(acc) > 1:
+        if len(acc) > 1 and acc.iloc[-1] > acc.iloc[0]:
             sentences.append(f"Over all its examples, {acc.index[-1]} is right most often ({percent(acc.iloc[-1])}) "
                              f"and {acc.index[0]} least ({percent(acc.iloc[0])}).")
     section = Section(id="examples", title="Examples", sentences=sentences,

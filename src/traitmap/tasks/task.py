@@ -7,6 +7,8 @@ generator, for Goat) and renders each row into an `Example`.
 
 from __future__ import annotations
 
+import difflib
+
 import json
 import string
 import tomllib
@@ -387,7 +389,9 @@ class _Table:
         self.known.add(key)
         if key not in self.values:
             if default is _REQUIRED:
-                raise self.error("required key is missing", key)
+                near = difflib.get_close_matches(key, [k for k in self.values if k not in self.known], n=1)
+                hint = f" (the unknown key '{self.prefix}{near[0]}' beside it: did you mean {key}?)" if near else ""
+                raise self.error("required key is missing" + hint, key)
             return default
         value = self.values[key]
         kinds = kind if isinstance(kind, tuple) else (kind,)
