@@ -205,7 +205,7 @@ def readme_block(studies: list[tuple[Evidence, str]], findings: list[Finding]) -
 
 
 CAUSE_KINDS = re.compile(r"(?:^|; )(floor|too few [a-z ]+?|unconverged adapters|no component beyond chance|"
-                         r"no sign of the effect)(?=:| \(| on )")
+                         r"no sign of the effect)(?=:| \(| on |,)")
 
 
 def short_cause(cause: str) -> str:
