@@ -393,6 +393,25 @@ def test_length_is_read_on_long_answer_sources_with_both_kinds_reported(tmp_path
     assert finding(found, "A fine-tuned model inherits").verdict != REPRODUCED  # labels alone do not carry it
 
 
+
+def test_a_study_with_two_generate_targets_does_not_test_length(tmp_path):
+    """The quickstart's shape: 3 long-answer adapters on 2 generate targets, 4 pairs once each
+    adapter's own task is left out. A cluster draw can then hold no pair at all, and two
+    targets cannot be resampled as clusters: the claims are not tested rather than guessed."""
+    sources, targets = ["gsm8k", "goat", "evol_instruct_code", "imdb", "flipkart"], ["gsm8k", "goat"]
+    rates = {m: {t: 0.2 for t in targets} for m in ["base"] + sources}
+    folder = write_folder(tmp_path / "quick", sources, targets, rates, n=20)
+    rows = [dict(task=t, adapter=a, measure="chars", coefficient=0.5) for a in sources for t in targets]
+    (folder / "analysis").mkdir()
+    pd.DataFrame(rows).to_csv(folder / "analysis" / "lengths_interpolation.csv", index=False)
+    found = evaluate([Evidence.of_folder(folder)])
+    assert not [f for f in found if f.claim.startswith(("A fine-tuned model inherits", "…and interpolates"))]
+    sparse = pd.DataFrame([dict(adapter=a, task=t, coefficient=0.5) for a, t in
+                           [("gsm8k", "goat"), ("goat", "gsm8k"), ("evol_instruct_code", "gsm8k"),
+                            ("evol_instruct_code", "goat")]])
+    false_positive, power = claims.length_calibration(sparse, claims.directional_rule(1), [0.0], 0.5)
+    assert 0.0 <= false_positive <= 1.0 and 0.0 <= power <= 1.0
+
 # --- class distribution (claim 9) -----------------------------------------------------------
 
 

@@ -515,6 +515,9 @@ def length_pairs(ev: Evidence) -> pd.DataFrame | None:
     return rows if len(rows) >= 3 else None
 
 
+MIN_LENGTH_UNITS = 3  # long-answer adapters and generate targets: fewer cannot be resampled as clusters
+
+
 def cluster_medians(rows: pd.DataFrame, n_boot: int, generator: np.random.Generator,
                     values: np.ndarray | None = None) -> np.ndarray:
     """Two-way cluster bootstrap (adapters and targets resampled) of the median coefficient."""
@@ -543,13 +546,17 @@ def length_calibration(rows: pd.DataFrame, rule: cal.Rule, nulls: list[float], e
         hits = []
         for w in outer:
             keep = w > 0
+            if not keep.any():  # the drawn adapters and targets share no pair
+                continue
             part = rows[keep]
             data = np.repeat(centred[keep] + center, w[keep].astype(int))
             part = part.loc[part.index.repeat(w[keep].astype(int))]
             medians = cluster_medians(part, cal.SIM_BOOT, generator, data)
+            if not len(medians):
+                continue
             low, high = percentile_interval(medians, LEVEL)
             hits.append(bool(rule(np.median(data), low, high)))
-        return float(np.mean(hits))
+        return float(np.mean(hits)) if hits else 0.0
 
     return max(rate(c) for c in nulls), rate(effect)
 
@@ -558,7 +565,7 @@ def length_parts(rows: pd.DataFrame) -> str:
     parts = []
     for kind in (LABEL_SOURCES, LONG_SOURCES):
         part = rows[rows["kind"] == kind]
-        if len(part) >= 3:
+        if len(part) >= 3 and part["adapter"].nunique() >= 2 and part["task"].nunique() >= 2:
             e, _ = length_estimate(part)
             parts.append(f"sources with {kind}: median {e.value:.2f} ({e.low:.2f} to {e.high:.2f}, "
                          f"{len(part)} pairs)")
@@ -574,7 +581,7 @@ def length_finding(ev: Evidence, claim: str, measure: str, interpolate: bool) ->
     if rows is None:
         return None
     long = rows[rows["kind"] == LONG_SOURCES]
-    if len(long) < 3 or long["adapter"].nunique() < 2 or long["task"].nunique() < 2:
+    if long["adapter"].nunique() < MIN_LENGTH_UNITS or long["task"].nunique() < MIN_LENGTH_UNITS:
         return None
     e, medians = length_estimate(long)
     b = len(medians)
