@@ -172,14 +172,16 @@ def _bwrap_command() -> list[str]:
             command += ["--symlink", os.readlink(folder), folder]
         elif os.path.isdir(folder):
             command += ["--ro-bind", folder, folder]
+    # The private /tmp first, then this Python's folders: a virtual environment that lives
+    # under /tmp (a fresh clone there) is bound on top of it instead of hidden by it.
+    command += ["--perms", "1777", "--size", str(_TMP_BYTES), "--tmpfs", "/tmp"]
     folders = _python_folders()
     for parent in dict.fromkeys(str(p) for folder in folders for p in reversed(Path(folder).parents)):
-        if parent != "/":
+        if parent not in ("/", "/tmp"):
             command += ["--perms", "0755", "--dir", parent]  # bwrap alone would make them root's only
     for folder in folders:
         command += ["--ro-bind", folder, folder]
-    return command + ["--dev", "/dev", "--proc", "/proc", "--perms", "1777", "--size", str(_TMP_BYTES),
-                      "--tmpfs", "/tmp", "--remount-ro", "/", "--chdir", "/tmp"]
+    return command + ["--dev", "/dev", "--proc", "/proc", "--remount-ro", "/", "--chdir", "/tmp"]
 
 
 def _python_folders() -> list[str]:
