@@ -70,6 +70,7 @@ def test_a_python_under_the_temporary_folder_runs_sandboxed():
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
+
 @pytest.mark.parametrize("sandboxed", [pytest.param(True, marks=needs_bwrap), False])
 def test_child_sees_no_environment_and_an_empty_folder(sandboxed, monkeypatch):
     monkeypatch.setenv("TRAITMAP_SANDBOX_SECRET", "x")
@@ -82,9 +83,10 @@ def test_child_sees_no_environment_and_an_empty_folder(sandboxed, monkeypatch):
 
 @needs_bwrap
 def test_the_sandbox_sees_system_folders_read_only_and_nothing_of_the_user():
-    shown = {"tmp", "dev", "proc"} | {Path(f).parts[1] for f in sandbox._SYSTEM_FOLDERS + tuple(sandbox._python_folders())}
+    shown = {"tmp", "sandbox", "dev", "proc"} | {Path(f).parts[1] for f in sandbox._SYSTEM_FOLDERS + tuple(sandbox._python_folders())}
     program = ("import os, socket\n"
-               "assert os.getcwd() == '/tmp' and os.listdir('/tmp') == []\n"
+               "assert os.getcwd() == '/sandbox' and os.listdir('.') == []\n"
+               "open('/tmp/scratch.txt', 'w').write('/tmp is writable too')\n"
                f"assert set(os.listdir('/')) <= {shown!r}, os.listdir('/')\n"
                "assert [name for _, name in socket.if_nameindex()] == ['lo']\n"
                "assert os.getpid() < 10\n"

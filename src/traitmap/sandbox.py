@@ -2,8 +2,9 @@
 
 Sandboxed (the default), the program runs under bubblewrap (`bwrap`, the Debian package
 `bubblewrap`), in a file system made of the system's folders and this Python's, all
-read-only; the user's files, home folder and /tmp are not in it. Its working folder is a
-private, empty, size-limited /tmp, the only place it can write. It has no network (a
+read-only; the user's files, home folder and /tmp are not in it. Its working folder
+(`/sandbox`) and its /tmp are private, size-limited and in memory, the only places it can
+write; the working folder starts empty. It has no network (a
 network namespace with a loopback of its own), its own PID namespace (a timeout, or the
 end of this process, kills everything it started) and its own session. Before the
 program runs, the child limits itself: address space (~1 GiB), CPU seconds, file size and
@@ -39,7 +40,8 @@ CODE_EXECUTION = (SANDBOXED, UNSANDBOXED)  # values of [eval] code_execution
 PACKAGE = "bubblewrap"
 OPT_IN = '[eval] code_execution = "unsandboxed" in the study file, or `traitmap run --unsandboxed-code`'
 _MAX_OUTPUT_BYTES = 8 * 1024 * 1024
-_TMP_BYTES = 64 * 1024 * 1024  # the sandbox's /tmp lives in memory
+_TMP_BYTES = 64 * 1024 * 1024  # the sandbox's /tmp and working folder live in memory
+_WORK_FOLDER = "/sandbox"
 _NOBODY = 65534
 _SYSTEM_FOLDERS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64")
 
@@ -162,7 +164,8 @@ def _run(program: str, timeout: float, memory_mb: int, sandboxed: bool) -> Sandb
 
 def _bwrap_command() -> list[str]:
     """bubblewrap's arguments: the read-only system and Python folders, private /dev,
-    /proc and /tmp, no network, its own PID namespace, killed with this process."""
+    /proc, /tmp and working folder, no network, its own PID namespace, killed with this
+    process."""
     command = [shutil.which("bwrap"), "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-net",
                "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
     if os.geteuid() != 0:  # root builds the sandbox without a user namespace, then drops to nobody inside
@@ -181,7 +184,8 @@ def _bwrap_command() -> list[str]:
             command += ["--perms", "0755", "--dir", parent]  # bwrap alone would make them root's only
     for folder in folders:
         command += ["--ro-bind", folder, folder]
-    return command + ["--dev", "/dev", "--proc", "/proc", "--remount-ro", "/", "--chdir", "/tmp"]
+    return command + ["--perms", "1777", "--size", str(_TMP_BYTES), "--tmpfs", _WORK_FOLDER, "--dev", "/dev",
+                      "--proc", "/proc", "--remount-ro", "/", "--chdir", _WORK_FOLDER]
 
 
 def _python_folders() -> list[str]:
