@@ -1,4 +1,4 @@
-"""The transfer matrix M[model, task] and the gains over the base model (PAPER.md, step 1)."""
+"""The transfer matrix M[model, task] and the gains over the base model (docs/paper.md, step 1)."""
 
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ from traitmap.errors import TraitmapError
 from traitmap.metrics import CHOICE_METRICS, DEFAULT_METRIC
 
 # Training presets. "cpu" is sized for a laptop and a few minutes per adapter; "paper"
-# mirrors the authors' released code (PAPER.md, "What the authors' released code does").
+# mirrors the authors' released code (docs/paper.md, "The authors' setup").
 PRESETS: dict[str, dict] = {
     "cpu": dict(
         r=8, alpha=16, dropout=0.0,

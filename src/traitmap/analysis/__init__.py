@@ -1,4 +1,4 @@
-"""The analyses that explain a transfer matrix (PAPER.md, steps 2-4, and beyond).
+"""The analyses that explain a transfer matrix (docs/paper.md, steps 2-4, and beyond).
 
 Each module holds small fit() objects over DataFrames and a `run(study, out_dir)` that
 writes its results to `analysis/` and returns the paths. A module whose results need a

@@ -1,4 +1,4 @@
-"""The paper's claims (PAPER.md), each turned into a test with a number, an interval or
+"""The paper's claims (docs/paper.md), each turned into a test with a number, an interval or
 p-value, a verdict, and that rule's calibration on the study's own data.
 
 A claim function takes the Evidence of one study and returns a Finding, or None when the
@@ -41,7 +41,7 @@ ALPHA = 0.05
 N_PERMUTATIONS = 10000
 SIM_PERMUTATIONS = 200
 
-# The paper's datasets as this project's tasks (PROVENANCE.md: PAWS, Pile and Magicoder
+# The paper's datasets as this project's tasks (docs/data.md: PAWS, Pile and Magicoder
 # are stand-ins; the Magicoder target is read as the two code benchmarks).
 PAPER_TASKS = {
     "GSM8K": ["gsm8k"], "Goat": ["goat"], "Magicoder": ["mbpp", "humaneval"], "Flipkart": ["flipkart"],

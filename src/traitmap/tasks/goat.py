@@ -1,7 +1,7 @@
 """Goat's arithmetic data, generated as the original was.
 
 Goat (Liu & Low, 2023) never shipped its data as a file, only the script that makes it
-(`dataset.ipynb` in liutiedong/goat); shared/data/PROVENANCE.md describes it. This
+(`dataset.ipynb` in liutiedong/goat); docs/data.md describes it. This
 module re-implements that generator over the real instruction templates
 (`<data_dir>/goat/goat_templates.json`): a seeded mix of
 
@@ -54,7 +54,7 @@ def load_templates(folder: Path | str) -> list[str]:
     """The instruction templates, repeats kept (common ones are listed more often)."""
     path = Path(folder) / TEMPLATES_FILE
     if not path.is_file():
-        raise TraitmapError("Goat instruction templates not found (see PROVENANCE.md, 'goat')", file=path)
+        raise TraitmapError("Goat instruction templates not found (see docs/data.md, 'goat')", file=path)
     try:
         loaded = json.loads(read_text(path, "Goat template file"))
     except json.JSONDecodeError as bad:
