@@ -226,6 +226,20 @@ def test_controlled_claims_come_from_the_study_with_variants(standard, controlle
     assert pile.verdict == INCONCLUSIVE and pile.value == "+0.0 pts"
 
 
+
+def test_a_verdict_on_adapters_that_had_not_finished_learning_says_so(controlled):
+    collapse = "…while on their own task the mislabeled adapter collapses"
+    assert "had not finished learning" not in finding(evaluate([Evidence.of_folder(controlled)]), collapse).reading
+    pd.DataFrame([dict(adapter=name, seed=0, steps_trained=100, best_val_loss=0.1, converged=name != "amazon_polarity@mislabel",
+                       stopped_by="max_steps" if name == "amazon_polarity@mislabel" else "patience", share_cut=0.0,
+                       share_answer_end_lost=0.0, max_length=128)
+                  for name in ["amazon_polarity", "amazon_polarity@mislabel", "flipkart", "flipkart@balance"]]
+                 ).to_csv(controlled / "adapters.csv", index=False)
+    found = evaluate([Evidence.of_folder(controlled)])
+    for claim in (collapse, "Wrong labels transfer out of distribution as well as right ones (Amazon)"):
+        reading = finding(found, claim).reading
+        assert "had not finished learning (amazon_polarity@mislabel: held-out loss (adapters.csv))" in reading
+
 def test_a_degraded_adapter_near_chance_is_not_a_collapse(tmp_path):
     targets = ["amazon_polarity", "imdb"]
     rates = {"base": {"amazon_polarity": 0.6, "imdb": 0.6}, "amazon_polarity": {"amazon_polarity": 0.9, "imdb": 0.7},

@@ -164,6 +164,16 @@ def contrast_cause(ev: Evidence, c: Contrast, models: list[str], targets: list[s
                                 f"at the paper's effect ({points(effect)})")
 
 
+def training_caveat(ev: Evidence, models: list[str]) -> str:
+    """A sentence for a decided verdict that rests on adapters whose held-out loss was still
+    improving: more training could still move their scores."""
+    slow = ev.unconverged(models)
+    if not slow:
+        return ""
+    return (f" It rests on adapters that had not finished learning ({', '.join(dict.fromkeys(slow))}: "
+            f"{ev.convergence_source}); more training could still move their scores.")
+
+
 def contrast_finding(ev: Evidence, claim: str, section: str, measure: str, first: list[str], second: list[str],
                      targets: list[str], effect: float, effect_text: str, reading: str, *,
                      metric: str = "accuracy", expected_sign: int = 1, equivalence: bool = False) -> Finding:
@@ -181,6 +191,8 @@ def contrast_finding(ev: Evidence, claim: str, section: str, measure: str, first
                                              "no difference (each example's outcomes with the models' identity "
                                              "permuted)", effect_text)
     cause = contrast_cause(ev, c, list(first) + list(second), targets, effect, calibration) if verdict == INCONCLUSIVE else ""
+    if verdict != INCONCLUSIVE:
+        reading += training_caveat(ev, list(first) + list(second))
     return Finding(claim, section, measure, points(e.value), interval_points(e), verdict, reading, ev.name,
                    p, calibration, cause)
 
@@ -821,7 +833,13 @@ def mislabel_collapses(ev: Evidence) -> Finding | None:
                f"79.50%). Collapse is read as an interval below half of chance ({percent(threshold)}): an adapter that "
                f"learned the inverted labels. Against the correct adapter it is {points(drop.value)} "
                f"({interval_points(drop)}): {state}.")
-    cause = "too few examples for the margin" if verdict == INCONCLUSIVE else ""
+    slow = ev.unconverged([wrong])
+    if verdict == INCONCLUSIVE:
+        cause = "; ".join(["too few examples for the margin"] + [
+            f"unconverged adapters ({wrong}: {ev.convergence_source})" for _ in slow[:1]])
+    else:
+        cause = ""
+        reading += training_caveat(ev, [wrong])
     return Finding("…while on their own task the mislabeled adapter collapses", "controlled",
                    "mislabeled adapter's score on Amazon", f"{percent(e.value)} ({state})",
                    f"{percent(e.low)}–{percent(e.high)}", verdict, reading, ev.name, p, calibration, cause)
