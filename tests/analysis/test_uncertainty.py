@@ -61,6 +61,22 @@ def test_seed_average_and_spread():
     assert list(fitted.gains_.index) == ["a"]
 
 
+def test_a_cell_interval_includes_training_noise():
+    """Three seeds of one adapter at 0.3, 0.5 and 0.7 on 2000 examples each: the examples
+    alone would give an interval about 3 points wide; the seeds, drawn with replacement in
+    each replicate, widen it to the spread between trainings. Seeds that agree stay narrow."""
+    rng = np.random.default_rng(8)
+    rows = []
+    for model, rates in {"base": [0.5], "noisy": [0.3, 0.5, 0.7], "steady": [0.5, 0.5, 0.5]}.items():
+        for seed, rate in enumerate(rates):
+            correct = (rng.random(2000) < rate).astype(float)
+            rows += [(model, seed if model != "base" else -1, "t", f"e{e}", c) for e, c in enumerate(correct)]
+    records = pd.DataFrame(rows, columns=["model", "seed", "task", "example_id", "correct"])
+    table = CellBootstrap(n_boot=1000).fit(records).table_.set_index("model")
+    assert table.loc["noisy", "high"] - table.loc["noisy", "low"] > 0.2
+    assert table.loc["steady", "high"] - table.loc["steady", "low"] < 0.05
+
+
 def test_resample_is_deterministic_and_fast():
     rng = np.random.default_rng(5)
     rates = pd.DataFrame(rng.uniform(0.2, 0.8, (10, 10)), index=["base"] + [f"a{i}" for i in range(9)],

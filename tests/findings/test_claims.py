@@ -211,6 +211,32 @@ def test_the_directional_rule_under_a_simulated_null_stays_within_its_rate():
     assert hits / 400 <= 0.05
 
 
+def test_training_noise_enters_the_interval_of_a_difference():
+    """Null: two adapters whose training seeds score 0.5 on average but each seed's rate
+    differs by training noise (sd 5 points, 3 seeds each). Resampling examples alone calls
+    a difference "reproduced" far above 5% of the time; drawing each adapter's seeds with
+    replacement too (`Outcomes.seed_resampled`) keeps it within 5%."""
+    rng = np.random.default_rng(11)
+    hits = {False: 0, True: 0}
+    for _ in range(300):
+        by_seed = tuple((rng.random((3, 200)) < np.clip(rng.normal(0.5, 0.05, 3), 0, 1)[:, None]).astype(float)
+                        for _ in range(2))
+        outcomes = [Outcomes(np.stack([b.mean(axis=0) for b in by_seed]), np.zeros(200, dtype=int), by_seed)]
+        weights = [resample_counts(rng, 400, 200)]
+        for with_seeds in hits:
+            resampled = [outcomes[0].seed_resampled(rng, 400)] if with_seeds else None
+            low, _ = percentile_interval(contrast_draws(1, outcomes, "accuracy", weights, seed_resampled=resampled),
+                                         0.95)
+            hits[with_seeds] += low > 0
+    assert hits[False] / 300 > 0.08
+    assert hits[True] / 300 <= 0.05
+
+
+def test_one_seed_per_model_is_not_resampled():
+    outcomes = Outcomes(np.ones((2, 5)), np.zeros(5, dtype=int), (np.ones((1, 5)), np.ones((1, 5))))
+    assert outcomes.seed_resampled(np.random.default_rng(0), 10) is None
+
+
 # --- controlled experiments (claims 10, 11, 16, 17) ----------------------------------------
 
 

@@ -50,8 +50,10 @@ def resample_matrix(records: pd.DataFrame, n_boot: int = 1000, seed: int = 0, ba
                     metric: str = DEFAULT_METRIC, labels: dict[str, list[str]] | None = None) -> MatrixDraws:
     """Resample examples (with replacement) within each task, `n_boot` times.
 
-    A cell's score is the mean of `correct` per training seed, averaged over seeds, so
-    each replicate does the same on the resampled examples. Drawing multinomial counts
+    A cell's score is the mean of `correct` per training seed, averaged over seeds. Each
+    replicate does the same on the resampled examples, over the model's seeds drawn with
+    replacement (`resample_seeds`), so a cell with several training seeds has an interval
+    that includes training noise as well as the examples'. Drawing multinomial counts
     per example (`resample_counts`) turns a whole task into one matrix product. With
     `metric` balanced accuracy or macro-F1, the choice tasks in `labels` (task -> its
     labels) are scored in it instead, as `Study.matrix` scores them (`choice_scores`).
@@ -91,7 +93,7 @@ def resample_matrix(records: pd.DataFrame, n_boot: int = 1000, seed: int = 0, ba
             rows = np.flatnonzero(row_models == model)
             i = models.index(model)
             point.iat[i, j] = np.nanmean(seed_point[rows])
-            draws[:, i, j] = _nanmean_rows(seed_draws[:, rows])
+            draws[:, i, j] = _nanmean_rows(seed_draws[:, rows], resample_seeds(rng, n_boot, len(rows)))
             counts.iat[i, j] = int(present[rows].any(axis=0).sum())
             for r in rows:
                 seed_rows.append((model, table.index[r][1], task, seed_point[r]))
@@ -148,11 +150,21 @@ def resample_counts(rng: np.random.Generator, n_boot: int, n_examples: int) -> n
     return np.bincount((picks + offsets).ravel(), minlength=n_boot * n_examples).reshape(n_boot, n_examples).astype(float)
 
 
-def _nanmean_rows(values: np.ndarray) -> np.ndarray:
-    """Mean over seeds, ignoring a seed whose replicate drew none of its examples."""
-    valid = ~np.isnan(values)
+def resample_seeds(rng: np.random.Generator, n_boot: int, n_seeds: int) -> np.ndarray:
+    """How often each training seed is drawn in each replicate, (n_boot, n_seeds): the
+    seeds of one adapter are independent trainings, so they are resampled like examples.
+    One seed is drawn once in every replicate (and the generator is left untouched)."""
+    if n_seeds == 1:
+        return np.ones((n_boot, 1))
+    return rng.multinomial(n_seeds, np.full(n_seeds, 1.0 / n_seeds), size=n_boot).astype(float)
+
+
+def _nanmean_rows(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Mean over seeds weighted by how often each was drawn (`counts`, like `values`),
+    ignoring a seed whose replicate drew none of its examples."""
+    counts = np.where(np.isnan(values), 0.0, counts)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(valid, values, 0.0).sum(axis=1) / valid.sum(axis=1)
+        return (np.where(counts > 0, values, 0.0) * counts).sum(axis=1) / counts.sum(axis=1)
 
 
 def percentile_interval(draws: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:

@@ -809,8 +809,10 @@ def mislabel_collapses(ev: Evidence) -> Finding | None:
     threshold = chance / 2
     outcomes = ev.outcomes("amazon_polarity", [wrong])
     generator = np.random.default_rng(BOOT_SEED)
-    replicates = metric_draws(outcomes.correct, resample_counts(generator, N_BOOT, outcomes.n), outcomes.strata,
-                              "accuracy")[:, 0]
+    weights = resample_counts(generator, N_BOOT, outcomes.n)
+    resampled = outcomes.seed_resampled(generator, N_BOOT)
+    replicates = (metric_draws(outcomes.correct, weights, outcomes.strata, "accuracy") if resampled is None else
+                  metric_draws(resampled, weights, outcomes.strata, "accuracy", per_replicate=True))[:, 0]
     low, high = percentile_interval(replicates, LEVEL)
     e = Estimate(float(outcomes.correct.mean()), float(low), float(high))
     p = float((1 + (replicates >= threshold).sum()) / (len(replicates) + 1))
@@ -827,7 +829,11 @@ def mislabel_collapses(ev: Evidence) -> Finding | None:
 
     calibration = Calibration(rate(threshold), rate(0.0402), f"a true score at the margin ({percent(threshold)}, half "
                               "of chance)", "the paper's 4.02%")
-    reading = (f"On Amazon itself the mislabeled adapter scores {percent(e.value)} ({percent(e.low)}–{percent(e.high)}), "
+    seeds = outcomes.by_seed[0].mean(axis=1)
+    per_seed = (f"; {len(seeds)} training seeds, from {percent(seeds.min())} to {percent(seeds.max())}, and the "
+                "interval resamples them with the examples" if len(seeds) > 1 else "")
+    reading = (f"On Amazon itself the mislabeled adapter scores {percent(e.value)} ({percent(e.low)}–{percent(e.high)}"
+               f"{per_seed}), "
                f"the correct one {percent(ev.score(plain, 'amazon_polarity').value)}, the base model "
                f"{percent(ev.matrix.loc['base', 'amazon_polarity'])}, chance {percent(chance)} (the paper: 4.02% vs "
                f"79.50%). Collapse is read as an interval below half of chance ({percent(threshold)}): an adapter that "

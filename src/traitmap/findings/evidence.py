@@ -5,7 +5,9 @@ Every difference between models is paired: all models answered the same examples
 each bootstrap replicate resamples those examples once for all of them (the matrix's
 replicates from `analysis.uncertainty.resample_matrix`; a `Contrast` draws its own with the
 same resampler and keeps the per-example outcomes, so a claim's rule can be rerun on
-simulated ones), so an interval is as narrow as the pairing allows.
+simulated ones), so an interval is as narrow as the pairing allows. An adapter trained with
+several seeds has its seeds drawn with replacement in each replicate too, so its intervals
+include training noise.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import pandas as pd
 from scipy.stats import linregress
 
 from traitmap import plan, tasks
-from traitmap.analysis.uncertainty import MatrixDraws, percentile_interval, resample_counts, resample_matrix
+from traitmap.analysis.uncertainty import (MatrixDraws, percentile_interval, resample_counts, resample_matrix,
+                                           resample_seeds)
 from traitmap.metrics import balanced_accuracy
 from traitmap.errors import TraitmapError
 from traitmap.study import StudyConfig
@@ -56,24 +59,36 @@ class Outcomes:
 
     correct: np.ndarray  # models x examples (a mean over training seeds)
     strata: np.ndarray   # examples: index of the gold label
+    by_seed: tuple[np.ndarray, ...] = ()  # per model, seeds x examples; empty: one seed each
 
     @property
     def n(self) -> int:
         return self.correct.shape[-1]
 
+    def seed_resampled(self, rng: np.random.Generator, n_boot: int) -> np.ndarray | None:
+        """(n_boot, models, examples): each model's outcomes averaged over its training seeds
+        drawn with replacement, or None where no model has more than one seed."""
+        if all(seeds.shape[0] == 1 for seeds in self.by_seed):
+            return None
+        return np.stack([resample_seeds(rng, n_boot, len(seeds)) @ seeds / len(seeds) for seeds in self.by_seed],
+                        axis=1)
 
-def metric_draws(correct: np.ndarray, weights: np.ndarray, strata: np.ndarray, metric: str) -> np.ndarray:
+
+def metric_draws(correct: np.ndarray, weights: np.ndarray, strata: np.ndarray, metric: str,
+                 per_replicate: bool = False) -> np.ndarray:
     """The metric of each model under example weights: correct (..., models, n) and weights
-    (B, n) give (..., B, models). Weights of ones give the point value."""
+    (B, n) give (..., B, models); with `per_replicate`, correct is (B, models, n), one
+    outcome table per replicate, and gives (B, models). Weights of ones give the point value."""
+    product = "bn,bmn->bm" if per_replicate else "bn,...mn->...bm"
     if metric == "accuracy":
-        return np.einsum("bn,...mn->...bm", weights, correct) / weights.sum(axis=1)[:, None]
+        return np.einsum(product, weights, correct) / weights.sum(axis=1)[:, None]
     if metric != "balanced_accuracy":
         raise TraitmapError(f"unknown metric {metric!r}")
     recalls = []
     for label in np.unique(strata):
         w = weights * (strata == label)
         with np.errstate(invalid="ignore", divide="ignore"):
-            recalls.append(np.einsum("bn,...mn->...bm", w, correct) / w.sum(axis=1)[:, None])
+            recalls.append(np.einsum(product, w, correct) / w.sum(axis=1)[:, None])
     with np.errstate(invalid="ignore"):
         return np.nanmean(np.stack(recalls), axis=0)
 
@@ -91,12 +106,19 @@ class Contrast:
 
 
 def contrast_draws(first: int, outcomes: list[Outcomes], metric: str, weights: list[np.ndarray],
-                   correct: list[np.ndarray] | None = None) -> np.ndarray:
+                   correct: list[np.ndarray] | None = None,
+                   seed_resampled: list[np.ndarray | None] | None = None) -> np.ndarray:
     """Difference (first group minus the rest) under example weights, averaged over targets;
-    `correct` may replace each target's outcomes with simulated ones (..., models, n)."""
+    `correct` may replace each target's outcomes with simulated ones (..., models, n), and
+    `seed_resampled` with one table per replicate (`Outcomes.seed_resampled`)."""
     total = 0.0
     for j, (o, w) in enumerate(zip(outcomes, weights)):
-        values = metric_draws(o.correct if correct is None else correct[j], w, o.strata, metric)
+        if correct is not None:
+            values = metric_draws(correct[j], w, o.strata, metric)
+        elif seed_resampled is not None and seed_resampled[j] is not None:
+            values = metric_draws(seed_resampled[j], w, o.strata, metric, per_replicate=True)
+        else:
+            values = metric_draws(o.correct, w, o.strata, metric)
         total = total + values[..., :first].mean(axis=-1) - values[..., first:].mean(axis=-1)
     return total / len(outcomes)
 
@@ -193,23 +215,27 @@ class Evidence:
     def outcomes(self, target: str, models: list[str]) -> Outcomes:
         """Per-example outcomes of `models` on `target`, over the examples all of them answered."""
         part = self.records[(self.records["task"] == target) & self.records["model"].isin(models)]
-        table = part.groupby(["model", "example_id"])["correct"].mean().unstack("example_id")
-        table = table.reindex(models).dropna(axis=1)
-        if table.shape[1] == 0:
+        per_seed = part.groupby(["model", "seed", "example_id"])["correct"].mean().unstack("example_id")
+        answered = per_seed.notna().groupby(level="model").all().reindex(models, fill_value=False)
+        examples = answered.columns[answered.all(axis=0).to_numpy(dtype=bool)]
+        if len(examples) == 0:
             raise TraitmapError(f"no example of {target} answered by all of {', '.join(models)}")
-        gold = part.drop_duplicates("example_id").set_index("example_id")["gold"].astype(str).reindex(table.columns)
-        return Outcomes(table.to_numpy(dtype=float), pd.factorize(gold)[0])
+        per_seed = per_seed[examples]
+        by_seed = tuple(per_seed.xs(model, level="model").to_numpy(dtype=float) for model in models)
+        gold = part.drop_duplicates("example_id").set_index("example_id")["gold"].astype(str).reindex(examples)
+        return Outcomes(np.stack([seeds.mean(axis=0) for seeds in by_seed]), pd.factorize(gold)[0], by_seed)
 
     def contrast(self, first: list[str], second: list[str], targets: list[str], metric: str = "accuracy",
                  n_boot: int = N_BOOT) -> Contrast:
         """Paired bootstrap of a difference between two groups of models: each replicate
-        resamples every target's examples once for all models."""
+        resamples every target's examples once for all models, and each model's training seeds."""
         if not first or not second or not targets:
             raise TraitmapError("a difference needs models on both sides and at least one target")
         outcomes = [self.outcomes(t, list(first) + list(second)) for t in targets]
         rng = np.random.default_rng(BOOT_SEED)
         weights = [resample_counts(rng, n_boot, o.n) for o in outcomes]
-        replicates = contrast_draws(len(first), outcomes, metric, weights)
+        replicates = contrast_draws(len(first), outcomes, metric, weights,
+                                    seed_resampled=[o.seed_resampled(rng, n_boot) for o in outcomes])
         point = float(contrast_draws(len(first), outcomes, metric, [np.ones((1, o.n)) for o in outcomes])[0])
         low, high = percentile_interval(replicates, LEVEL)
         return Contrast(len(first), outcomes, metric, Estimate(point, float(low), float(high)), replicates)
