@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import shutil
 from pathlib import Path
 
@@ -38,6 +39,14 @@ def test_export_keeps_results_and_drops_the_store_and_adapters(exported):
     assert not any(n.endswith(".sqlite") or n.startswith("adapters/") for n in names)
     training = pd.read_csv(published / "training.csv")
     assert set(training["adapter"]) == {"flipkart", "gsm8k"} and training.groupby("adapter")["step"].max().eq(2).all()
+
+
+def test_an_export_names_its_data_folder_without_a_machine_path(exported, data_dir):
+    out, published = exported
+    text = (published / "config.json").read_text("utf-8")
+    assert str(Path(data_dir).resolve()) in (out / "config.json").read_text("utf-8")
+    assert str(Path(data_dir).resolve()) not in text
+    assert json.loads(text)["data_dir"] == Path(data_dir).resolve().name
 
 
 def test_an_export_reads_as_the_study_it_came_from(exported):

@@ -5,7 +5,8 @@ SQLite store and the adapters with plain tables: per-example scores (scores.csv.
 per-cell timings and metrics (cells.csv), each choice cell's answer rates
 (answer_rates.csv), each adapter's training log (training.csv) and how each adapter's
 training ended (adapters.csv). Anything that reads a study folder for results
-(`traitmap findings`) reads an export the same way.
+(`traitmap findings`) reads an export the same way. Its config.json names the local data
+folder by its name alone (`portable_saved`), not by a machine's path.
 The export is built beside its destination and moved into place whole.
 """
 
@@ -26,7 +27,8 @@ from traitmap.findings.evidence import SCORE_COLUMNS, SCORES_FILE, read_scores
 from traitmap.findings.render import CELLS_FILE, TRAINING_FILE
 from traitmap.metrics import CELL_KEY, metric_tables
 from traitmap.plan import CONFIG_FILE, adapter_path, saved_config
-from traitmap.store import write_csv, write_error
+from traitmap.store import write_csv, write_error, write_json
+from traitmap.study import HUB
 
 RESULT_FILES = ["matrix.csv", "gains.csv", "pca.json", "pca_loadings.csv", "pca_scores.csv"]
 RESULT_FOLDERS = ["analysis", "report"]
@@ -36,6 +38,19 @@ TRAINING_COLUMNS = ["adapter", "seed", "step", "loss", "val_loss", "grad_norm", 
 ADAPTERS_FILE = "adapters.csv"
 ADAPTER_COLUMNS = ["adapter", "seed", "steps_trained", "best_val_loss", "converged", "stopped_by", "share_cut",
                    "share_answer_end_lost", "max_length"]
+
+
+def portable_saved(saved: dict) -> dict:
+    """A run's config.json as an export keeps it: the data folder the run was given, and
+    the study file's data_dir, by name alone, since the absolute path names one machine.
+    Where the export is read, TRAITMAP_DATA_DIR names the data folder (`api.recorded_data_dir`);
+    task_dirs stay as they are, since the findings read those tasks' definitions."""
+
+    def name(folder: str | None) -> str | None:
+        return folder if not folder or folder == HUB else Path(folder).name
+
+    config = dict(saved["config"], data_dir=name(saved["config"].get("data_dir")))
+    return dict(saved, config=config, data_dir=name(saved.get("data_dir")))
 
 
 def export_study(study, dest: Path) -> Path:
@@ -54,7 +69,7 @@ def export_study(study, dest: Path) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir(parents=True)
-        shutil.copy2(study.out_dir / CONFIG_FILE, tmp / CONFIG_FILE)
+        write_json(tmp / CONFIG_FILE, portable_saved(json.loads((study.out_dir / CONFIG_FILE).read_text("utf-8"))))
         for name in RESULT_FILES:
             if (study.out_dir / name).is_file():
                 shutil.copy2(study.out_dir / name, tmp / name)

@@ -113,6 +113,12 @@ def test_config_strings_are_escaped(study, tmp_path):
     assert "<i>study</i>" not in html and "&lt;i&gt;study&lt;/i&gt;" in html
 
 
+def test_the_data_folder_is_shown_by_name_not_by_a_machine_path(study, tmp_path):
+    study.meta["data_dir"] = "/home/someone/corpora/traitmap-data"
+    html = _section(_html(study, tmp_path), "study")
+    assert "/home/someone" not in html and "<td>data_dir</td><td>traitmap-data</td>" in html
+
+
 def test_page_requests_nothing_from_the_network(built):
     page = _without_plotly(built)
     assert "http://" not in page and "https://" not in page

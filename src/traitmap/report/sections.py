@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 from numbers import Number
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -47,6 +48,8 @@ def _flat(d: dict, prefix: str = "") -> list[tuple[str, object]]:
 
 
 def _show(key: str, value: object) -> str:
+    if key == "data_dir" and isinstance(value, str):  # by name: a report is shared, a machine's path is not
+        return Path(value).name or value
     if isinstance(value, Number) and not isinstance(value, bool) and key.endswith(("runtime", "seconds", "_s")):
         return duration(value)
     if isinstance(value, (list, tuple)):
