@@ -4,6 +4,7 @@ simulated nulls every rule says "reproduced" no more often than its stated rate.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 from traitmap import study as study_config
 from traitmap.analysis.uncertainty import percentile_interval, resample_counts
 from traitmap.export import write_scores
-from traitmap.findings import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, calibration, claims, evaluate, generate
+from traitmap.findings import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, calibration, claims, evaluate, generate, render
 from traitmap.findings.evidence import Evidence, Outcomes, contrast_draws, loss_still_falling
 from traitmap.findings.render import README_END, README_START, short_cause
 from traitmap.metrics import balanced_accuracy
@@ -265,6 +266,11 @@ def test_a_verdict_on_adapters_that_had_not_finished_learning_says_so(controlled
     for claim in (collapse, "Wrong labels transfer out of distribution as well as right ones (Amazon)"):
         reading = finding(found, claim).reading
         assert "had not finished learning (amazon_polarity@mislabel: held-out loss (adapters.csv))" in reading
+    evidence = Evidence.of_folder(controlled)
+    evidence.config = dataclasses.replace(evidence.config, train=dataclasses.replace(
+        evidence.config.train, steps="auto", max_steps=100, validation_examples=64))
+    assert ("3 of 4 adapters converged (amazon_polarity@mislabel (seed 0) reached max_steps = 100 while the held-out "
+            "loss had improved within the last") in render.training_budget(evidence)
 
 def test_a_degraded_adapter_near_chance_is_not_a_collapse(tmp_path):
     targets = ["amazon_polarity", "imdb"]

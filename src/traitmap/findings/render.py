@@ -54,7 +54,15 @@ def training_budget(ev: Evidence) -> str:
     table = ev.folder / ADAPTERS_FILE
     if table.is_file():
         adapters = pd.read_csv(table)
-        text += f"; {int(adapters['converged'].astype(bool).sum())} of {len(adapters)} adapters converged"
+        converged = adapters["converged"].astype(bool)
+        text += f"; {int(converged.sum())} of {len(adapters)} adapters converged"
+        stopped = adapters[~converged].groupby("adapter", sort=False)["seed"].apply(list)
+        if len(stopped):
+            names = ", ".join(f"{name} (seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))})"
+                              for name, seeds in stopped.items())
+            text += (f" ({names} reached max_steps = {train.max_steps} while the held-out loss had improved within "
+                     f"the last {train.patience} validations: the study's time budget, not the data, ended their "
+                     "training)")
     return text
 
 
