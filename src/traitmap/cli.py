@@ -93,7 +93,7 @@ def _code_execution(config, unsandboxed: bool):
 def _run_steps(config, out_dir: Path, data_dir, steps: tuple[str, ...], where: dict, retrain: tuple[str, ...] = ()):
     """run_study, with a full disk anywhere inside it as one line and no temporaries left."""
     from traitmap import run as runner
-    from traitmap.store import full_disk_is_an_error
+    from traitmap.files import full_disk_is_an_error
 
     with full_disk_is_an_error(out_dir):
         return runner.run_study(config, out_dir, data_dir, console=console, steps=steps, retrain=retrain, **where)
@@ -103,8 +103,9 @@ def _run_steps(config, out_dir: Path, data_dir, steps: tuple[str, ...], where: d
 def _writing(out_dir: Path):
     """For the commands that rewrite a finished study's files: one writer at a time, and a
     full disk as one line."""
+    from traitmap.files import full_disk_is_an_error
     from traitmap.plan import read_saved
-    from traitmap.store import StudyLock, full_disk_is_an_error
+    from traitmap.store import StudyLock
 
     read_saved(out_dir)  # a study's folder, before anything is created in it
     lock = StudyLock(out_dir)
@@ -302,7 +303,7 @@ def findings(folders: list[Path] = typer.Argument(..., help="Study folders (run 
              readme: Optional[Path] = typer.Option(None, "--readme", help="Also rewrite this README's generated results block.")):
     """Test the paper's claims on finished studies: a number, an interval and a verdict per claim."""
     from traitmap.findings import generate
-    from traitmap.store import write_atomic
+    from traitmap.files import write_atomic
 
     markdown, readme_text = generate([str(f) for f in folders], readme)
     if out is None:
@@ -489,7 +490,7 @@ def init(path: Path = typer.Argument(Path("study.toml"), help="The study file to
     from traitmap import models
     from traitmap import study as study_mod
     from traitmap import tasks as registry
-    from traitmap.store import write_atomic
+    from traitmap.files import write_atomic
 
     if path.exists():
         raise TraitmapError(f"{path} already exists: init never overwrites a file")
@@ -622,7 +623,7 @@ def compare(out_a: Path, out_b: Path,
                     f"{row.mean_gain_b:+.3f} in B, B - A {row.difference:+.3f}, over {row.adapters} adapters)")
         out_console.print(f"{escape(row.target)}: {escape(line)}", highlight=False)
     if csv is not None:
-        from traitmap.store import write_csv
+        from traitmap.files import write_csv
 
         frame = c.long()
         frame.insert(0, "study_b", c.label_b)
