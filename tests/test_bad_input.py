@@ -969,7 +969,7 @@ def disk_full(*args, **kwargs):
 @case("disk full: writing config.json")
 def _(w, tmp):
     out = tmp / "out"
-    PATCHES.append(("traitmap.store.os.fsync", disk_full))
+    PATCHES.append(("traitmap.files.os.fsync", disk_full))
     return Case(run_args(w.study(tmp), tmp), [str(out / "config.json"), "no space left"], after_work=True)
 
 
@@ -978,9 +978,9 @@ def _(w, tmp):
     def half_written(path, content):
         path.write_bytes(content[: len(content) // 2])
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
-    PATCHES.append(("traitmap.run.write_file", half_written))
-    return Case(run_args(w.study(tmp), tmp), [str(tmp / "out" / "adapters" / "reviews" / "seed0.tmp"), "no space left"],
-                after_work=True)
+    PATCHES.append(("traitmap.files.write_synced", half_written))
+    return Case(run_args(w.study(tmp), tmp), [f"{tmp / 'out' / 'adapters' / 'reviews' / 'seed0'}: could not write it",
+                                              "no space left"], after_work=True)
 
 
 @case("disk full: writing the database")

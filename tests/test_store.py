@@ -1,14 +1,12 @@
-"""The SQLite store: a cell is whole or absent; files are replaced atomically."""
+"""The SQLite store: a cell is whole or absent; one writer at a time."""
 
-import json
 import math
 import os
 
-import numpy as np
 import pytest
 
 from traitmap import tasks
-from traitmap.store import RECORD_COLUMNS, Store, write_atomic, write_json
+from traitmap.store import RECORD_COLUMNS, Store
 
 
 def record(model="base", task="imdb", i=0, correct=1.0):
@@ -114,28 +112,6 @@ def test_a_moved_study_folder_keeps_its_adapters(tmp_path):
     moved.close()
 
 
-def test_write_atomic_replaces_the_file(tmp_path):
-    path = tmp_path / "sub" / "m.csv"
-    write_atomic(path, "a")
-    write_atomic(path, "b")
-    assert path.read_text() == "b"
-    assert [p.name for p in path.parent.iterdir()] == ["m.csv"]
-
-
-def test_write_atomic_failure_leaves_old_file_and_no_temp(tmp_path):
-    path = tmp_path / "m.csv"
-    write_atomic(path, "old")
-    with pytest.raises(TypeError):
-        write_atomic(path, None)  # fails while writing
-    assert path.read_text() == "old"
-    assert [p.name for p in tmp_path.iterdir()] == ["m.csv"]
-
-
-def test_write_json_turns_nan_into_null(tmp_path):
-    write_json(tmp_path / "x.json", {"a": float("nan"), "b": np.int64(3), "c": [np.float32(0.5)]})
-    assert json.loads((tmp_path / "x.json").read_text()) == {"a": None, "b": 3, "c": [0.5]}
-
-
 def test_runs_are_logged(store):
     run_id = store.start_run("t0", "train", {"name": "s"}, {}, {})
     store.finish_run(run_id, "t1", 2.0)
@@ -143,7 +119,7 @@ def test_runs_are_logged(store):
     assert runs.loc[0, "finished"] == "t1" and math.isclose(runs.loc[0, "seconds"], 2.0)
 
 
-# one writer, full disks ---------------------------------------------------------------
+# one writer ---------------------------------------------------------------------------
 
 def test_a_second_writer_is_refused_and_a_released_lock_is_free(tmp_path):
     from traitmap.errors import TraitmapError
@@ -173,33 +149,6 @@ def test_a_killed_writer_leaves_no_lock(tmp_path):
     holder.wait()
     assert lock_holder(tmp_path) is None
     StudyLock(tmp_path).release()
-
-
-def test_a_full_disk_is_one_error_naming_the_file_and_leaves_no_temporary(tmp_path, monkeypatch):
-    import errno
-
-    from traitmap.errors import TraitmapError
-
-    def full(*args):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(os, "fsync", full)
-    with pytest.raises(TraitmapError, match="no space left") as caught:
-        write_atomic(tmp_path / "matrix.csv", "a,b\n")
-    assert caught.value.file == tmp_path / "matrix.csv"
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_a_full_disk_while_saving_an_adapter_removes_its_temporary_folder(tmp_path):
-    from traitmap.errors import TraitmapError
-    from traitmap.store import full_disk_is_an_error
-
-    partial = tmp_path / "adapters" / "imdb" / "seed0.tmp"
-    with pytest.raises(TraitmapError, match="no space left") as caught:
-        with full_disk_is_an_error(tmp_path):
-            partial.mkdir(parents=True)
-            raise RuntimeError("Error while serializing: IoError(Os { code: 28, kind: StorageFull })")
-    assert caught.value.file == tmp_path / "adapters" / "imdb" / "seed0" and not partial.exists()
 
 
 def test_a_garbage_database_is_named(tmp_path):

@@ -93,7 +93,7 @@ def _code_execution(config, unsandboxed: bool):
 def _run_steps(config, out_dir: Path, data_dir, steps: tuple[str, ...], where: dict, retrain: tuple[str, ...] = ()):
     """run_study, with a full disk anywhere inside it as one line and no temporaries left."""
     from traitmap import run as runner
-    from traitmap.store import full_disk_is_an_error
+    from traitmap.files import full_disk_is_an_error
 
     with full_disk_is_an_error(out_dir):
         return runner.run_study(config, out_dir, data_dir, console=console, steps=steps, retrain=retrain, **where)
@@ -103,8 +103,9 @@ def _run_steps(config, out_dir: Path, data_dir, steps: tuple[str, ...], where: d
 def _writing(out_dir: Path):
     """For the commands that rewrite a finished study's files: one writer at a time, and a
     full disk as one line."""
+    from traitmap.files import full_disk_is_an_error
     from traitmap.plan import read_saved
-    from traitmap.store import StudyLock, full_disk_is_an_error
+    from traitmap.store import StudyLock
 
     read_saved(out_dir)  # a study's folder, before anything is created in it
     lock = StudyLock(out_dir)
@@ -139,7 +140,8 @@ def _print_plan(config, out_dir: Path, data_dir: Optional[Path] = None, estimate
 
 def _print_estimate(config, plan, data_dir, store) -> None:
     """The plan's time: tokens from a sample of each task, divided by measured speeds. An estimate."""
-    from traitmap.estimate import estimate_plan, format_seconds
+    from traitmap.console import duration
+    from traitmap.estimate import estimate_plan
 
     est = estimate_plan(config, plan, data_dir, store)
     # Fits 80 columns (a pipe, a log, a narrow terminal): no vertical rules, short headers,
@@ -152,10 +154,11 @@ def _print_estimate(config, plan, data_dir, store) -> None:
     for r in est.rows:
         step = {"train": "train", "choice": "score", "generate": "generate"}[r.kind]
         table.add_row(step, escape(r.item), str(r.units_total), str(r.units_todo), f"{r.tokens_per_unit:,.0f}",
-                      format_seconds(r.seconds_per_unit), format_seconds(r.seconds_todo),
+                      duration(r.seconds_per_unit, days=True), duration(r.seconds_todo, days=True),
                       "scaled" if r.basis.endswith("*machine") else r.basis)
     out_console.print(table)
-    out_console.print(f"estimated time: {format_seconds(est.seconds_todo)} left of {format_seconds(est.seconds_total)} "
+    todo, total = duration(est.seconds_todo, days=True), duration(est.seconds_total, days=True)
+    out_console.print(f"estimated time: {todo} left of {total} "
                       f"for the whole study (training and evaluation; analyses and report add a few minutes)")
     out_console.print(f"[dim]estimate from {escape(est.speed_source)}; {escape(est.token_source)}[/dim]")
     if any(r.basis.endswith("*machine") for r in est.rows):
@@ -302,7 +305,7 @@ def findings(folders: list[Path] = typer.Argument(..., help="Study folders (run 
              readme: Optional[Path] = typer.Option(None, "--readme", help="Also rewrite this README's generated results block.")):
     """Test the paper's claims on finished studies: a number, an interval and a verdict per claim."""
     from traitmap.findings import generate
-    from traitmap.store import write_atomic
+    from traitmap.files import write_atomic
 
     markdown, readme_text = generate([str(f) for f in folders], readme)
     if out is None:
@@ -489,7 +492,7 @@ def init(path: Path = typer.Argument(Path("study.toml"), help="The study file to
     from traitmap import models
     from traitmap import study as study_mod
     from traitmap import tasks as registry
-    from traitmap.store import write_atomic
+    from traitmap.files import write_atomic
 
     if path.exists():
         raise TraitmapError(f"{path} already exists: init never overwrites a file")
@@ -550,7 +553,7 @@ def _frame_table(frame, title: str, signed: bool = False, index_name: str = "mod
 @app.command()
 def status(out_dir: Path):
     """A study's progress: adapters trained, cells evaluated, scores so far, last run, report."""
-    from traitmap.estimate import format_seconds
+    from traitmap.console import duration
     from traitmap.status import study_status
 
     st = study_status(out_dir)
@@ -579,11 +582,11 @@ def status(out_dir: Path):
         finished = r["finished"] or ("[yellow]not yet (still running)[/yellow]" if st.running is not None
                                      else "[yellow]never finished (killed or failed)[/yellow]")
         out_console.print(f"last run ({st.runs} in all): {r['command']}; started {r['started']}, finished {finished}"
-                          + (f", {format_seconds(r['seconds'])}" if r["seconds"] is not None else ""))
+                          + (f", {duration(r['seconds'], days=True)}" if r["seconds"] is not None else ""))
         if r["finished"] and not st.complete:
             out_console.print("[dim]the last run ended before the study was complete (interrupted, failed, "
                               "or run for some steps only)[/dim]")
-    out_console.print(f"time spent on finished work: {format_seconds(st.seconds_spent)} (training + evaluation)")
+    out_console.print(f"time spent on finished work: {duration(st.seconds_spent, days=True)} (training + evaluation)")
     out_console.print(f"report: {st.report}" if st.report else "report: not built yet (`traitmap report OUT` builds it from what is done)")
     if not st.complete and st.running is None:
         out_console.print("to finish: rerun the same `traitmap run` command; finished work is kept")
@@ -622,7 +625,7 @@ def compare(out_a: Path, out_b: Path,
                     f"{row.mean_gain_b:+.3f} in B, B - A {row.difference:+.3f}, over {row.adapters} adapters)")
         out_console.print(f"{escape(row.target)}: {escape(line)}", highlight=False)
     if csv is not None:
-        from traitmap.store import write_csv
+        from traitmap.files import write_csv
 
         frame = c.long()
         frame.insert(0, "study_b", c.label_b)

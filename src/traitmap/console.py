@@ -13,6 +13,7 @@ line after each job's loop body has finished. It draws nothing else and runs not
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
@@ -50,13 +51,16 @@ def log_lines(jobs: Iterable[Job], console: Console, what: str, label: Callable[
         began = finished
 
 
-def duration(seconds: float) -> str:
-    """42s, 3m05s, 2h07m."""
-    seconds = round(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes}m{seconds:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
+def duration(seconds: float | None, *, prose: bool = False, days: bool = False) -> str:
+    """How long, to the second: 42s, 3m05s, 2h07m in logs and tables; 42 s, 3 min 05 s,
+    2 h 07 min in a sentence (`prose`); 7.5 days from 48 hours on (`days`); "?" when unknown."""
+    if seconds is None or not math.isfinite(seconds):
+        return "?"
+    seconds = int(round(float(seconds)))
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if days and hours >= 48:
+        return f"{hours / 24:.1f} days"
+    if prose:
+        return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"

@@ -68,22 +68,6 @@ class Estimate:
         return sum(r.seconds_todo for r in self.rows)
 
 
-def format_seconds(seconds: float | None) -> str:
-    """Compact durations: 42s, 3m05s, 2h07m, 7.5 days."""
-    if seconds is None or not math.isfinite(seconds):
-        return "?"
-    seconds = round(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes = seconds // 60
-    if minutes < 60:
-        return f"{minutes}m{seconds % 60:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours}h{minutes:02d}m"
-    return f"{hours / 24:.1f} days"
-
-
 def find_tokenizer_dir(base_model: str) -> Path | None:
     """A folder holding the base model's tokenizer, found without downloading or converting."""
     from traitmap import models

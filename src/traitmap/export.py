@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -23,11 +22,11 @@ import pandas as pd
 from traitmap import tasks
 from traitmap.analysis.predict import FEATURES_FILE, source_feature_table
 from traitmap.errors import TraitmapError
+from traitmap.files import atomic_folder, write_csv, write_json
 from traitmap.findings.evidence import SCORE_COLUMNS, SCORES_FILE, read_scores
 from traitmap.findings.render import CELLS_FILE, TRAINING_FILE
 from traitmap.metrics import CELL_KEY, metric_tables
 from traitmap.plan import CONFIG_FILE, adapter_path, saved_config
-from traitmap.store import write_csv, write_error, write_json
 from traitmap.study import HUB
 
 RESULT_FILES = ["matrix.csv", "gains.csv", "pca.json", "pca_loadings.csv", "pca_scores.csv"]
@@ -65,10 +64,7 @@ def export_study(study, dest: Path) -> Path:
         model, task = missing.index[0]
         raise TraitmapError(f"the study is not finished ({len(missing)} cells to evaluate, e.g. {model} on {task}): "
                             "run it to the end first", file=study.out_dir)
-    tmp = dest.with_name(dest.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        tmp.mkdir(parents=True)
+    with atomic_folder(dest) as tmp:
         write_json(tmp / CONFIG_FILE, portable_saved(json.loads((study.out_dir / CONFIG_FILE).read_text("utf-8"))))
         for name in RESULT_FILES:
             if (study.out_dir / name).is_file():
@@ -83,13 +79,6 @@ def export_study(study, dest: Path) -> Path:
         write_metric_files(tmp, records, study.task)
         training_log(study).to_csv(tmp / TRAINING_FILE, index=False)
         adapter_summary(study).to_csv(tmp / ADAPTERS_FILE, index=False)
-        replace_folder(tmp, dest)
-    except OSError as error:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise write_error(error, dest) from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return dest
 
 
@@ -145,16 +134,6 @@ def adapter_summary(study) -> pd.DataFrame:
         rows.append({"adapter": name, "seed": int(seed), "steps_trained": log.get("steps"),
                      **{c: log.get(c) for c in ADAPTER_COLUMNS[3:]}})
     return pd.DataFrame(rows, columns=ADAPTER_COLUMNS)
-
-
-def replace_folder(new: Path, dest: Path) -> None:
-    """Move `new` to `dest`; an earlier export there is removed only once the new one is in place."""
-    old = dest.with_name(dest.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if dest.exists():
-        os.replace(dest, old)
-    os.replace(new, dest)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def folder_size(path: Path) -> int:

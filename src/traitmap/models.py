@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from traitmap.errors import TraitmapError, is_disk_full
+from traitmap.files import atomic_folder
 
 
 @dataclass(frozen=True)
@@ -197,14 +198,10 @@ def _cached_packaged(alias: str) -> Path:
     # one by hard links (no second copy on disk; the old entry stays valid for old checkouts).
     legacy = target.with_name(f"{alias}-{hashlib.sha256(f'{gguf}:{gguf.stat().st_size}'.encode()).hexdigest()[:12]}")
     if (legacy / "model.safetensors").is_file():
-        tmp = target.with_name(target.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        try:
-            shutil.copytree(legacy, tmp, copy_function=_link_or_copy)
-            os.replace(tmp, target)
+        with contextlib.suppress(TraitmapError):  # a failed copy: dequantize instead
+            with atomic_folder(target) as tmp:
+                shutil.copytree(legacy, tmp, copy_function=_link_or_copy, dirs_exist_ok=True)
             return target
-        except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)
     from rich.console import Console
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -216,14 +213,11 @@ def _cached_packaged(alias: str) -> Path:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        os.replace(tmp, target)
-    except BaseException as error:
-        shutil.rmtree(tmp, ignore_errors=True)
+        with atomic_folder(target) as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+    except Exception as error:
         if is_disk_full(error):
             raise TraitmapError("no space left on the device while writing the model cache (set TRAITMAP_CACHE "
                                 "to a folder with ~1 GB free)", file=target) from None

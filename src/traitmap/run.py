@@ -8,7 +8,6 @@ nothing that finished and ends with the same matrix.
 
 from __future__ import annotations
 
-import os
 import platform
 import random
 import shutil
@@ -23,10 +22,11 @@ from traitmap import tasks
 from traitmap.backends.base import AdapterRef
 from traitmap.console import log_lines
 from traitmap.errors import TraitmapError
+from traitmap.files import remove_temporaries, write_atomic, write_error, write_folder, write_json
 from traitmap.jobs import EvalJob, TrainedAdapter, TrainJob
 from traitmap.plan import CONFIG_FILE, DB_FILE, adapter_path, evaluated_texts, make_plan, source_slices, target_examples
 from traitmap.study import HUB, StudyConfig
-from traitmap.store import Store, StudyLock, remove_temporaries, write_atomic, write_error, write_json
+from traitmap.store import Store, StudyLock
 
 
 def now() -> str:
@@ -119,27 +119,7 @@ def train_missing(config: StudyConfig, store: Store, out_dir: Path, data_dir: Pa
 
 def save_adapter(trained: TrainedAdapter, path: Path) -> None:
     """Write an adapter's files into a temporary folder, then move it into place whole."""
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        tmp.mkdir(parents=True)
-        for name, content in trained.files.items():
-            write_file(tmp / name, content)
-        shutil.rmtree(path, ignore_errors=True)
-        os.replace(tmp, path)
-    except OSError as error:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise write_error(error, tmp) from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def write_file(path: Path, content: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(content)
-        f.flush()
-        os.fsync(f.fileno())
+    write_folder(path, trained.files)
 
 
 def evaluate_missing(config: StudyConfig, store: Store, out_dir: Path, data_dir: Path | None, executor,

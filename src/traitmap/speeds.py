@@ -17,7 +17,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from traitmap.store import write_json
+from traitmap.files import write_json
 
 # CPU flags that change which matrix kernels run (and so the speed).
 KERNEL_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni", "asimd", "sve")

@@ -1,11 +1,10 @@
 """The study's SQLite store: what is done, what is left, and every per-example record.
 
 A cell's records and its "done" mark are written in one transaction, so a study killed
-at any point holds either a whole cell or none of it. Files next to the database
-(CSV, JSON) are written with `write_atomic`: a temporary file renamed into place.
-One process writes a study at a time: `StudyLock` holds an flock on a file in the
-output folder. A write that fails (full disk, read-only folder) is a TraitmapError
-naming the file, and leaves no temporary file behind.
+at any point holds either a whole cell or none of it. One process writes a study at a
+time: `StudyLock` holds an flock on a file in the output folder. A write that fails
+(full disk, read-only database) is a TraitmapError naming the file; the files beside the
+database are written by `traitmap.files`.
 """
 
 from __future__ import annotations
@@ -13,16 +12,14 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import math
 import os
 import sqlite3
-import tempfile
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from traitmap.errors import TraitmapError, is_disk_full
+from traitmap.files import write_error
 from traitmap.metrics import CellMetrics
 
 LOCK_FILE = ".traitmap.lock"
@@ -58,40 +55,6 @@ CREATE TABLE IF NOT EXISTS records (
 RECORD_COLUMNS = ["model", "seed", "task", "example_id", "prompt", "output", "output_tokens", "parsed", "gold", "correct", "logprobs"]
 
 
-def write_atomic(path: Path, text: str) -> Path:
-    """Write text so that readers see the old file or the new one, never half of one."""
-    path = Path(path)
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException as error:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            raise write_error(error, path) from None
-        raise
-    return path
-
-
-def write_error(error: OSError | sqlite3.Error, path: Path) -> TraitmapError:
-    """A failed write as one line naming the file: a full disk, a read-only folder, a file
-    where a folder should be."""
-    if is_disk_full(error):
-        return TraitmapError("could not write it: no space left on the device (free some space and rerun; "
-                             "finished work is kept)", file=path)
-    reason = getattr(error, "strerror", None) or str(error)
-    where = getattr(error, "filename", None)
-    return TraitmapError(f"could not write it: {reason}" + (f" ({where})" if where and str(where) != str(path) else ""),
-                         file=path)
-
-
 class StudyLock:
     """One writer per output folder: an exclusive flock on `LOCK_FILE` inside it.
 
@@ -121,36 +84,6 @@ class StudyLock:
             self.fd = None
 
 
-def remove_temporaries(out_dir: Path) -> list[Path]:
-    """Delete what a failed or killed write left in a study folder (an adapter's `seedK.tmp`
-    folder, a `.name.tmp` file); returns what was removed. Only the lock holder calls this."""
-    import shutil
-
-    out_dir = Path(out_dir)
-    found = [p for p in out_dir.glob("adapters/*/*.tmp") if p.is_dir()]
-    found += [p for p in out_dir.rglob(".*.tmp") if p.is_file()]
-    for path in found:
-        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
-    return found
-
-
-@contextlib.contextmanager
-def full_disk_is_an_error(out_dir: Path):
-    """A full disk anywhere inside (an adapter's save included) becomes one TraitmapError
-    naming what could not be written, and the half-written temporaries are removed."""
-    try:
-        yield
-    except BaseException as error:
-        if not is_disk_full(error):
-            raise
-        partial = remove_temporaries(out_dir)
-        if isinstance(error, TraitmapError):
-            raise
-        what = getattr(error, "filename", None) or (partial[0].with_suffix("") if partial else out_dir)
-        raise TraitmapError("could not write it: no space left on the device (free some space and rerun; "
-                            "finished work is kept)", file=what) from None
-
-
 def lock_holder(out_dir: Path) -> int | None:
     """The pid of the live process writing to `out_dir` (-1 if unknown), or None; only reads."""
     try:
@@ -165,29 +98,6 @@ def lock_holder(out_dir: Path) -> int | None:
         return int(text) if text.isdigit() else -1
     finally:
         os.close(fd)
-
-
-def json_ready(value):
-    """Plain JSON types; NaN and infinities become null (JSON has no NaN)."""
-    if isinstance(value, dict):
-        return {str(k): json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_ready(v) for v in value]
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value
-
-
-def write_json(path: Path, obj) -> Path:
-    return write_atomic(path, json.dumps(json_ready(obj), indent=2, default=str) + "\n")
-
-
-def write_csv(path: Path, frame: pd.DataFrame, index: bool = False) -> Path:
-    return write_atomic(path, frame.to_csv(index=index))
 
 
 class Store:

@@ -39,7 +39,7 @@ def run_all(study, only: list[str] | None = None, console=None) -> dict[str, lis
     reason is kept in `analysis/skipped.json` for the report. A module marked `PARTIAL`
     still writes the parts it can. Other exceptions are bugs and propagate.
     """
-    from traitmap.store import write_json
+    from traitmap.files import write_json
 
     check_names(only)
     skipped_path = study.analysis_dir / "skipped.json"

@@ -18,7 +18,7 @@ from scipy.spatial.distance import jensenshannon
 from scipy.stats import entropy
 
 from traitmap.analysis.lengths import adapter_names
-from traitmap.store import json_ready, write_csv, write_json
+from traitmap.files import json_ready, write_csv, write_json
 
 BASE = "base"
 # What an unparseable or empty prediction is counted as, so it stays visible.

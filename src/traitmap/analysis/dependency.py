@@ -19,7 +19,7 @@ import pandas as pd
 
 from traitmap.analysis import nlp
 from traitmap.analysis import analysis_settings
-from traitmap.store import json_ready, write_csv, write_json
+from traitmap.files import json_ready, write_csv, write_json
 
 BASE = "base"
 # The row that compares adapter and base on every example: the yardstick for the rest.

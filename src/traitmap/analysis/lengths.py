@@ -19,7 +19,7 @@ import pandas as pd
 from scipy import stats
 
 from traitmap.analysis import analysis_settings
-from traitmap.store import json_ready, write_csv, write_json
+from traitmap.files import json_ready, write_csv, write_json
 
 BASE = "base"
 MEASURES = ("chars", "words", "tokens")

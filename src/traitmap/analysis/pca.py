@@ -16,8 +16,8 @@ from sklearn.decomposition import PCA
 
 from traitmap.analysis import analysis_settings
 from traitmap.errors import TraitmapError
+from traitmap.files import json_ready, write_csv, write_json
 from traitmap.matrix import gains
-from traitmap.store import json_ready, write_csv, write_json
 
 BASE = "base"
 

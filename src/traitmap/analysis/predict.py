@@ -27,8 +27,8 @@ from sklearn.preprocessing import StandardScaler
 
 from traitmap.analysis import analysis_settings
 from traitmap.analysis.pca import BASE
-from traitmap.store import json_ready, write_csv, write_json
 from traitmap.errors import TraitmapError
+from traitmap.files import json_ready, write_csv, write_json
 
 FEATURES_FILE = "source_features.csv"  # under analysis/: what predicting a new source needs of the trained ones
 MIN_SOURCES = 5

@@ -21,7 +21,7 @@ from scipy import stats
 from traitmap.analysis import nlp
 from traitmap.analysis.lengths import adapter_names
 from traitmap.analysis import analysis_settings
-from traitmap.store import json_ready, write_csv, write_json
+from traitmap.files import json_ready, write_csv, write_json
 
 # Universal POS tags (spaCy's pos_), so every dataset has the same feature columns.
 UPOS = ("ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM", "PART", "PRON", "PROPN", "PUNCT", "SCONJ", "SYM", "VERB", "X")

@@ -27,9 +27,9 @@ from scipy.stats import rankdata
 from traitmap.analysis.pca import (BASE, TraitPCA, adapter_draws, adapter_rows, component_names, has_variance,
                                    impute_lowrank)
 from traitmap.analysis import analysis_settings
-from traitmap.store import write_csv, write_json
 from traitmap.analysis.uncertainty import matrix_metric, percentile_interval, resample_matrix
 from traitmap.errors import TraitmapError
+from traitmap.files import write_csv, write_json
 from traitmap.metrics import DEFAULT_METRIC
 
 __all__ = ["TraitStability", "ComponentCount", "align_rotation", "leave_one_task_out", "name_traits",

@@ -17,8 +17,8 @@ import pandas as pd
 
 from traitmap.analysis.pca import BASE
 from traitmap.analysis import analysis_settings
-from traitmap.store import json_ready, write_csv
 from traitmap.errors import TraitmapError
+from traitmap.files import json_ready, write_csv
 from traitmap.metrics import DEFAULT_METRIC
 
 REQUIRED_COLUMNS = ("model", "seed", "task", "example_id", "correct")

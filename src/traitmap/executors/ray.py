@@ -42,6 +42,7 @@ from ray.exceptions import RayActorError, RayTaskError
 
 from traitmap.backends.base import AdapterRef
 from traitmap.errors import TraitmapError
+from traitmap.files import write_folder
 from traitmap.jobs import CellResult, EvalJob, TrainedAdapter, TrainJob
 
 POLL_SECONDS = 0.2  # how often the driver collects progress reports while it waits
@@ -99,12 +100,7 @@ class _Evaluator:
         digest, files = adapters[(ref.name, ref.seed)]
         path = self.folder / digest
         if not path.is_dir():
-            tmp = self.folder / (digest + ".tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir()
-            for name, content in ray.get(files).items():
-                (tmp / name).write_bytes(content)
-            os.replace(tmp, path)
+            write_folder(path, ray.get(files))
         return AdapterRef(ref.name, ref.seed, path)
 
     def close(self) -> None:

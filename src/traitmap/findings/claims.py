@@ -22,6 +22,7 @@ import pandas as pd
 from scipy.stats import rankdata
 
 from traitmap.analysis.classes import js_distance
+from traitmap.analysis.dependency import ALL
 from traitmap.analysis.traits import ComponentCount, behaviours, explain_by_behaviour, resolved_components
 from traitmap.analysis.uncertainty import percentile_interval, resample_counts
 from traitmap.errors import TraitmapError
@@ -875,7 +876,7 @@ def oprd_leads(ev: Evidence) -> Finding | None:
     table, flipkart = ev.table("dependency.csv"), ev.adapter("flipkart")
     if table is None or not flipkart or has_variants(ev):
         return None
-    rows = table[(table["adapter"] == flipkart) & (table["relation"] != "(all)")].sort_values("ratio", ascending=False)
+    rows = table[(table["adapter"] == flipkart) & (table["relation"] != ALL)].sort_values("ratio", ascending=False)
     if rows.empty:
         return None
     target = rows["target"].iloc[0]

@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from traitmap.analysis.dependency import ALL
+
 from . import figures
 from .blocks import Figure, Note, Section, Table
 from .common import (listing, missing, number, percent, points, read_csv, read_json, read_matrix, signed, skipped,
@@ -30,7 +32,6 @@ FILES = {
 }
 SIMILARITY_MATRICES = {"style": "similarity_style.csv", "semantic": "similarity_semantic.csv"}  # dataset x dataset
 LENGTHS_META = "lengths.json"  # {"measure": "chars"}: the measure the medians use
-ALL_EXAMPLES = "(all)"  # dependency.csv's row for every example, not one relation
 
 
 def _read(study, key: str):
@@ -226,7 +227,7 @@ def dependency_section(study) -> Section:
     if dep is None:
         return missing("dependency", title, skipped(study, "dependency") or why)
     dep = dep.rename(columns={"adapter": "model", "target": "task"}).astype({"model": str, "task": str, "relation": str})
-    dep = dep[(dep["relation"] != ALL_EXAMPLES) & np.isfinite(dep["ratio"])]
+    dep = dep[(dep["relation"] != ALL) & np.isfinite(dep["ratio"])]  # the row for every example is not a relation
     pairs = list(dep.groupby(["model", "task"]).groups)
     pairs.sort(key=lambda p: -(_gain(study, *p) or 0.0))
     groups = {f"{m} → {t}": dep[(dep["model"] == m) & (dep["task"] == t)] for m, t in pairs}

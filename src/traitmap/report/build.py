@@ -9,9 +9,9 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 from plotly.offline import get_plotlyjs
 
+from traitmap.files import write_atomic
 from traitmap.findings import of_study
 from traitmap.findings.claims import PAPER_TASKS
-from traitmap.store import write_atomic
 
 from . import analyses, figures, sections
 from .blocks import Section, script_safe, to_script_json

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from traitmap.analysis.traits import resolved_components
+from traitmap.console import duration
 
 from . import figures
 from .bias import metric_disagreement
@@ -27,13 +28,6 @@ EXAMPLE_COLUMNS = ["model", "seed", "task", "example_id", "correct", "parsed", "
 
 
 # --- (1) the study -------------------------------------------------------------------------
-
-
-def duration(seconds: float) -> str:
-    seconds = int(round(float(seconds)))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h} h {m:02d} min" if h else f"{m} min {s:02d} s" if m else f"{s} s"
 
 
 def _flat(d: dict, prefix: str = "") -> list[tuple[str, object]]:
@@ -51,7 +45,7 @@ def _show(key: str, value: object) -> str:
     if key == "data_dir" and isinstance(value, str):  # by name: a report is shared, a machine's path is not
         return Path(value).name or value
     if isinstance(value, Number) and not isinstance(value, bool) and key.endswith(("runtime", "seconds", "_s")):
-        return duration(value)
+        return duration(value, prose=True)
     if isinstance(value, (list, tuple)):
         return ", ".join(str(v) for v in value)
     return str(value)
@@ -82,10 +76,10 @@ def study_section(study, records: pd.DataFrame) -> Section:
     machine = _first(meta, "machine", "host", "device", "gpu")
     when = []
     if work is not None:  # summed over every run, so a study finished by a resumed run counts all of its work
-        when.append(f"The training and evaluation took {duration(work)}"
+        when.append(f"The training and evaluation took {duration(work, prose=True)}"
                     + (f" over {runs} runs" if isinstance(runs, int) and runs > 1 else ""))
     elif runtime is not None:
-        when.append(f"The run took {duration(runtime)}")
+        when.append(f"The run took {duration(runtime, prose=True)}")
     if started and finished:
         when.append(f"from {started} to {finished}")
     if machine:
