@@ -17,6 +17,7 @@ from pathlib import Path
 from traitmap.backends.base import AdapterRef, Backend
 from traitmap.study import TrainConfig
 from traitmap.tasks import Example, Task
+from traitmap.trainers import TRAINERS
 
 
 @dataclass(frozen=True)
@@ -65,9 +66,6 @@ class CellResult:
 
 
 TrainProgress = Callable[[int, int, float], None]  # (step, steps, loss)
-
-# Trainers by name (`[train] trainer`): "module:function", imported when a job needs it.
-TRAINERS = {"peft": "traitmap.train:train_adapter"}
 
 
 def run_train_job(job: TrainJob, model_dir: Path, progress: TrainProgress | None = None) -> TrainedAdapter:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from traitmap.errors import TraitmapError
 from traitmap.metrics import CHOICE_METRICS, DEFAULT_METRIC
+from traitmap.trainers import TRAINERS
 
 # Training presets. "cpu" is sized for a laptop and a few minutes per adapter; "paper"
 # mirrors the authors' released code (docs/paper.md, "The authors' setup").
@@ -473,8 +474,6 @@ def _check_train(t: TrainConfig, fail) -> None:
         raise fail("must be 'answer' or 'all'", "train.loss_on")
     if t.precision not in ("auto", "bf16", "fp32"):
         raise fail("must be 'auto', 'bf16' or 'fp32'", "train.precision")
-    from traitmap.jobs import TRAINERS
-
     if t.trainer not in TRAINERS:
         raise fail(f"unknown trainer '{t.trainer}' (choose from {', '.join(TRAINERS)})", "train.trainer")
     if t.scheduler not in SCHEDULERS:
