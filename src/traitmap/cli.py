@@ -59,17 +59,13 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
 
 
-def _executor(executor: Optional[str], address: Optional[str]) -> dict:
-    """run_study's executor arguments from --executor and --address (None: the study's [run] table)."""
-    from traitmap import executors
+def _where_to_run(config, executor: Optional[str], address: Optional[str]):
+    """The study with --executor and --address laid over its [run] table."""
+    import dataclasses
 
-    if executor is not None and executor not in executors.names():
-        raise TraitmapError(f"unknown executor '{executor}' (choose from {', '.join(executors.names())})", field="executor")
-    if address and executor not in (None, "ray"):
-        raise TraitmapError("--address is for the ray executor: add --executor ray", field="address")
-    if address:  # an address means a Ray cluster
-        return {"executor_name": "ray", "executor_options": {"address": address}}
-    return {"executor_name": executor, "executor_options": None}
+    from traitmap.study import where_to_run
+
+    return dataclasses.replace(config, run=where_to_run(config.run, executor, address))
 
 
 def _load_study(study_file: Path, out: Optional[Path], data_dir: Optional[str]):
@@ -90,13 +86,13 @@ def _code_execution(config, unsandboxed: bool):
     return dataclasses.replace(config, eval=dataclasses.replace(config.eval, code_execution="unsandboxed"))
 
 
-def _run_steps(config, out_dir: Path, data_dir, steps: tuple[str, ...], where: dict, retrain: tuple[str, ...] = ()):
+def _run_steps(config, out_dir: Path, data_dir, steps: tuple[str, ...], retrain: tuple[str, ...] = ()):
     """run_study, with a full disk anywhere inside it as one line and no temporaries left."""
     from traitmap import run as runner
     from traitmap.store import full_disk_is_an_error
 
     with full_disk_is_an_error(out_dir):
-        return runner.run_study(config, out_dir, data_dir, console=console, steps=steps, retrain=retrain, **where)
+        return runner.run_study(config, out_dir, data_dir, console=console, steps=steps, retrain=retrain)
 
 
 @contextlib.contextmanager
@@ -176,8 +172,7 @@ def run(study_file: Path, out: Optional[Path] = OutOpt, data_dir: Optional[str] 
                                                     "the rest of the study is kept. Repeat for more.")):
     """Run a whole study: train, evaluate, matrix, PCA, analyses, report."""
     config, out_dir, resolved_data = _load_study(study_file, out, data_dir)
-    config = _code_execution(config, unsandboxed_code)
-    where = _executor(executor, address)
+    config = _where_to_run(_code_execution(config, unsandboxed_code), executor, address)
     if dry_run:
         from traitmap.validate import validate_study
 
@@ -185,7 +180,7 @@ def run(study_file: Path, out: Optional[Path] = OutOpt, data_dir: Optional[str] 
         _print_plan(config, out_dir, resolved_data)
         return
     steps = ("train", "evaluate", "analyze", "report") if analyze else ("train", "evaluate", "report")
-    report = _run_steps(config, out_dir, resolved_data, steps, where, tuple(retrain or ()))
+    report = _run_steps(config, out_dir, resolved_data, steps, tuple(retrain or ()))
     out_console.print(f"matrix: {out_dir / 'matrix.csv'}")
     out_console.print(f"report: {report}")
 
@@ -212,7 +207,7 @@ def train(study_file: Path, out: Optional[Path] = OutOpt, data_dir: Optional[str
           executor: Optional[str] = ExecutorOpt, address: Optional[str] = AddressOpt):
     """Train the adapters of a study that are not trained yet."""
     config, out_dir, resolved_data = _load_study(study_file, out, data_dir)
-    _run_steps(config, out_dir, resolved_data, ("train",), _executor(executor, address))
+    _run_steps(_where_to_run(config, executor, address), out_dir, resolved_data, ("train",))
 
 
 @app.command()
@@ -221,8 +216,8 @@ def evaluate(study_file: Path, out: Optional[Path] = OutOpt, data_dir: Optional[
              unsandboxed_code: bool = UnsandboxedOpt):
     """Evaluate the base model and every trained adapter on every target not evaluated yet."""
     config, out_dir, resolved_data = _load_study(study_file, out, data_dir)
-    config = _code_execution(config, unsandboxed_code)
-    _run_steps(config, out_dir, resolved_data, ("evaluate",), _executor(executor, address))
+    config = _where_to_run(_code_execution(config, unsandboxed_code), executor, address)
+    _run_steps(config, out_dir, resolved_data, ("evaluate",))
 
 
 @app.command()
