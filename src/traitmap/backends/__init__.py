@@ -1,25 +1,24 @@
-"""Engines that answer evaluation requests, registered by name (`[eval] backend`).
+"""Engines that answer evaluation requests, by name (`[eval] backend`).
 
-A new engine is one new module whose backend class is decorated with
-`@register("name")`; list it in BUILTIN so that it is imported (with its heavy
-dependencies) only when a study asks for it. The study logic, the store, the
+A new engine is a `Backend` subclass named in BACKENDS, or, from a separately installed
+package, in its `traitmap.backends` entry points (traitmap.plugins). Its constructor takes
+the model folder and `batch_size` ([eval] batch_size). The study logic, the store, the
 analyses and the report do not change.
 """
 
 from __future__ import annotations
 
-import importlib
-
-from traitmap.backends.base import AdapterRef, Backend, Request, Response, register, registered
+from traitmap.backends.base import AdapterRef, Backend, Request, Response
 from traitmap.errors import TraitmapError
+from traitmap.plugins import Registry
 
-__all__ = ["AdapterRef", "Backend", "Request", "Response", "get", "names", "register", "resolve_name"]
+__all__ = ["AdapterRef", "Backend", "Request", "Response", "get", "names", "resolve_name"]
 
-BUILTIN = {"hf": "traitmap.backends.hf"}
+BACKENDS = Registry("backend", "traitmap.backends", {"hf": "traitmap.backends.hf:HFBackend"}, field="eval.backend")
 
 
 def names() -> list[str]:
-    return sorted({"auto", *BUILTIN, *registered()})
+    return sorted({"auto", *BACKENDS.names()})
 
 
 def resolve_name(name: str) -> str:
@@ -28,10 +27,8 @@ def resolve_name(name: str) -> str:
 
 
 def get(name: str) -> type[Backend]:
-    name = resolve_name(name)
-    if name in BUILTIN:
-        importlib.import_module(BUILTIN[name])
-    found = registered().get(name)
-    if found is None:
-        raise TraitmapError(f"unknown backend '{name}' (choose from {', '.join(names())})", field="eval.backend")
+    found = BACKENDS.load(resolve_name(name))
+    if not (isinstance(found, type) and issubclass(found, Backend)):
+        raise TraitmapError(f"backend '{name}' is {found!r}, not a traitmap Backend class", field="eval.backend")
     return found
+
