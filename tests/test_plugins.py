@@ -1,5 +1,5 @@
 """Backends and executors by name: the built-in ones, and ones an installed package declares
-as entry points (`traitmap.backends`, `traitmap.executors`)."""
+as entry points (`traitmap.backends`, `traitmap.executors`), with their arguments checked."""
 
 import pytest
 
@@ -88,6 +88,24 @@ def test_an_entry_point_that_is_no_backend_or_does_not_import_is_named(toy):
         backends.get("broken")
     with pytest.raises(TraitmapError, match=r"unknown backend 'vllm' \(choose from .*echo"):
         backends.get("vllm")
+
+
+def test_backend_args_are_checked_against_the_constructor(toy):
+    backends.check_args("echo", {"tag": "t", "repeat": 2})
+    backends.check_args("anyargs", {"tensor_parallel_size": 2})
+    with pytest.raises(TraitmapError, match=r"takes no argument 'colour' \(it takes: tag, repeat\)") as error:
+        backends.check_args("echo", {"tag": "t", "colour": "red"})
+    assert error.value.field == "eval.backend_args.colour"
+    with pytest.raises(TraitmapError, match="needs the argument 'tag'"):
+        backends.check_args("echo", {})
+    with pytest.raises(TraitmapError, match="takes no argument 'batch_size'"):  # [eval] batch_size sets it
+        backends.check_args("anyargs", {"batch_size": 4})
+
+
+def test_the_hf_backend_takes_no_backend_args():
+    backends.check_args("auto", {})
+    with pytest.raises(TraitmapError, match=r"the 'hf' backend takes no argument 'max_loras' \(it takes: none\)"):
+        backends.check_args("auto", {"max_loras": 8})
 
 
 def test_an_installed_package_adds_an_executor_by_name(toy):

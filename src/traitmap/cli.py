@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import tomllib
 from pathlib import Path
 from typing import Optional
 
@@ -36,6 +37,9 @@ ExecutorOpt = typer.Option(None, "--executor", help="Where jobs run: 'local' (th
 AddressOpt = typer.Option(None, "--address", help="The Ray cluster to join, e.g. 10.0.0.5:6379 or 'auto' "
                           "(implies --executor ray; default: the study's [run] address, else $RAY_ADDRESS, else a local cluster).")
 
+BackendArgOpt = typer.Option(None, "--backend-arg", metavar="KEY=VALUE",
+                             help="An argument for the evaluation backend's constructor, e.g. max_loras=8 (over the "
+                             "study's [eval] backend_args; recorded in config.json). Repeat for more.")
 UnsandboxedOpt = typer.Option(False, "--unsandboxed-code", help="Run model-written code (MBPP, HumanEval) without the "
                               "bubblewrap sandbox, as you, able to read and change your files; recorded in config.json "
                               "(the study file's [eval] code_execution = \"unsandboxed\" does the same).")
@@ -66,6 +70,36 @@ def _where_to_run(config, executor: Optional[str], address: Optional[str]):
     from traitmap.study import where_to_run
 
     return dataclasses.replace(config, run=where_to_run(config.run, executor, address))
+
+
+def parse_backend_args(pairs: list[str]) -> dict:
+    """--backend-arg KEY=VALUE pairs as a table; a value is read as a TOML scalar (2, 0.9,
+    true, "text"), and text that is not one (bfloat16) as a string."""
+    found = {}
+    for pair in pairs:
+        key, equals, text = pair.partition("=")
+        key = key.strip()
+        if not equals or not key:
+            raise TraitmapError(f"'{pair}' is not KEY=VALUE, e.g. --backend-arg max_loras=8", field="--backend-arg")
+        try:
+            value = tomllib.loads(f"value = {text.strip()}")["value"]
+        except tomllib.TOMLDecodeError:
+            value = text.strip()
+        if isinstance(value, (list, dict)):
+            raise TraitmapError(f"'{pair}': --backend-arg takes one number, true/false or text; write lists and "
+                                "tables in the study's [eval] backend_args", field="--backend-arg")
+        found[key] = value if isinstance(value, (bool, int, float, str)) else text.strip()
+    return found
+
+
+def _backend_args(config, pairs: Optional[list[str]]):
+    """The study with --backend-arg laid over its [eval] backend_args."""
+    import dataclasses
+
+    if not pairs:
+        return config
+    args = {**config.eval.backend_args, **parse_backend_args(pairs)}
+    return dataclasses.replace(config, eval=dataclasses.replace(config.eval, backend_args=args))
 
 
 def _load_study(study_file: Path, out: Optional[Path], data_dir: Optional[str]):
@@ -166,13 +200,13 @@ def run(study_file: Path, out: Optional[Path] = OutOpt, data_dir: Optional[str] 
         dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the plan; run nothing."),
         analyze: bool = typer.Option(True, help="Run the analyses after the matrix."),
         executor: Optional[str] = ExecutorOpt, address: Optional[str] = AddressOpt,
-        unsandboxed_code: bool = UnsandboxedOpt,
+        backend_arg: Optional[list[str]] = BackendArgOpt, unsandboxed_code: bool = UnsandboxedOpt,
         retrain: Optional[list[str]] = typer.Option(None, "--retrain", help="Train this adapter (a source's name) "
                                                     "again and evaluate its cells again, e.g. when its files are damaged; "
                                                     "the rest of the study is kept. Repeat for more.")):
     """Run a whole study: train, evaluate, matrix, PCA, analyses, report."""
     config, out_dir, resolved_data = _load_study(study_file, out, data_dir)
-    config = _where_to_run(_code_execution(config, unsandboxed_code), executor, address)
+    config = _where_to_run(_backend_args(_code_execution(config, unsandboxed_code), backend_arg), executor, address)
     if dry_run:
         from traitmap.validate import validate_study
 
@@ -213,10 +247,10 @@ def train(study_file: Path, out: Optional[Path] = OutOpt, data_dir: Optional[str
 @app.command()
 def evaluate(study_file: Path, out: Optional[Path] = OutOpt, data_dir: Optional[str] = DataOpt,
              executor: Optional[str] = ExecutorOpt, address: Optional[str] = AddressOpt,
-             unsandboxed_code: bool = UnsandboxedOpt):
+             backend_arg: Optional[list[str]] = BackendArgOpt, unsandboxed_code: bool = UnsandboxedOpt):
     """Evaluate the base model and every trained adapter on every target not evaluated yet."""
     config, out_dir, resolved_data = _load_study(study_file, out, data_dir)
-    config = _where_to_run(_code_execution(config, unsandboxed_code), executor, address)
+    config = _where_to_run(_backend_args(_code_execution(config, unsandboxed_code), backend_arg), executor, address)
     _run_steps(config, out_dir, resolved_data, ("evaluate",))
 
 
@@ -441,7 +475,8 @@ examples = 40             # test examples per target, the same for every model (
 batch_size = 16           # rows per forward pass, and rows in flight while generating (results do not depend on it)
 # limits = {{ {first_target} = 24 }}             # per-target override of `examples` (targets only)
 # max_new_tokens = {{ {first_target} = 160 }}    # per-target cap on generated tokens (generate tasks)
-# backend = "auto"          # the engine that answers: "auto" (best for this machine) or "hf"
+# backend = "auto"          # the engine that answers: "auto" (best for this machine), "hf" or an installed plug-in
+# backend_args = {{}}         # the engine's own arguments, e.g. {{ max_loras = 8 }} ("hf" takes none)
 # code_execution = "sandboxed"  # model-written code (MBPP, HumanEval) runs under bubblewrap; "unsandboxed": as you
 
 # [run]                     # optional: where the jobs run (may differ between runs of a study)

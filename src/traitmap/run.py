@@ -160,7 +160,8 @@ def evaluate_missing(config: StudyConfig, store: Store, out_dir: Path, data_dir:
         if cells:
             jobs.append(EvalJob(tasks.get(target, extra_dirs=config.task_dirs), target_examples(config, target, data_dir),
                                 cells, config.base_model, config.eval.backend, config.eval.batch_size,
-                                config.eval.max_new_tokens.get(target), config.eval.code_execution))
+                                config.eval.max_new_tokens.get(target), config.eval.code_execution,
+                                config.eval.backend_args))
     with progress_bar(console) as bar:
         overall = bar.add_task("evaluate (cells)", total=len(todo), info="")
         bars = {job.task.name: bar.add_task(f"  {job.task.name} ({len(job.cells)} models)", total=job.requests, info="")

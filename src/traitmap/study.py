@@ -101,6 +101,7 @@ class EvalConfig:
     batch_size: int = 16
     max_new_tokens: dict[str, int] = field(default_factory=dict)
     backend: str = "auto"
+    backend_args: dict = field(default_factory=dict)  # the backend's own constructor arguments
     # How model-written code runs: "sandboxed" (bubblewrap) or "unsandboxed" (an explicit
     # opt-in). Where the results were computed, not what they are: a rerun may change it.
     code_execution: str = "sandboxed"
@@ -335,6 +336,9 @@ def parse(raw: dict, *, path: Path | None = None, text: str = "") -> StudyConfig
 
     if ev.backend not in backends.names():
         raise fail(f"unknown backend '{ev.backend}' (choose from {', '.join(backends.names())})", "eval.backend")
+    if not isinstance(ev.backend_args, dict):
+        raise fail("must be a table of the backend's arguments, e.g. backend_args = {max_loras = 8}",
+                   "eval.backend_args")
     from traitmap.sandbox import CODE_EXECUTION
 
     if ev.code_execution not in CODE_EXECUTION:

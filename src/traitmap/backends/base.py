@@ -64,7 +64,8 @@ Progress = Callable[[int], None]  # called with the number of requests just answ
 
 
 class Backend(ABC):
-    """An engine that answers requests for one base model and any of its adapters."""
+    """An engine that answers requests for one base model and any of its adapters. A
+    subclass takes its own settings (`[eval] backend_args`) as keyword arguments."""
 
     def __init__(self, model_dir: Path, *, batch_size: int = 16):
         self.model_dir = Path(model_dir)
