@@ -72,3 +72,31 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     )
     LlamaForCausalLM(config).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture
+def install_package(tmp_path, monkeypatch):
+    """Install a throw-away package as pip leaves one: `install_package(name, source, entry_points)`
+    writes the module `name` and its dist-info (METADATA, entry_points.txt, with
+    entry_points = {group: {plug-in name: "module:attribute"}}) into a folder on sys.path,
+    where importlib.metadata finds it. The module is forgotten after the test."""
+    import sys
+
+    installed = []
+
+    def install(name: str, source: str, entry_points: dict[str, dict[str, str]]) -> None:
+        site = tmp_path / "site-packages"
+        (site / name).mkdir(parents=True)
+        (site / name / "__init__.py").write_text(source)
+        info = site / f"{name}-0.1.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+        (info / "entry_points.txt").write_text("".join(
+            f"[{group}]\n" + "".join(f"{key} = {value}\n" for key, value in points.items())
+            for group, points in entry_points.items()))
+        monkeypatch.syspath_prepend(str(site))
+        installed.append(name)
+
+    yield install
+    for name in installed:
+        sys.modules.pop(name, None)

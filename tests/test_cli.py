@@ -6,7 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from traitmap import cli, tasks
+from traitmap.errors import TraitmapError
 
 STUDY = '''name = "micro"
 base_model = "{model}"
@@ -77,6 +80,36 @@ def test_dry_run_prints_the_plan_and_runs_nothing(monkeypatch, capsys, tmp_path,
     assert rows["train adapters"] == ["2", "0", "2"]  # total, done, to do
     assert rows["evaluate cells"] == ["9", "0", "9"]
     assert not (tmp_path / "out").exists()
+
+
+def test_backend_args_are_read_as_toml_scalars():
+    assert cli.parse_backend_args(["max_loras=8", "gpu_memory_utilization = 0.9", "eager=true", "dtype=bfloat16",
+                                   'name="a b"', "seed=2024-01-01", "empty="]) == {
+        "max_loras": 8, "gpu_memory_utilization": 0.9, "eager": True, "dtype": "bfloat16", "name": "a b",
+        "seed": "2024-01-01", "empty": ""}
+    assert cli.parse_backend_args(["mode=a=b"]) == {"mode": "a=b"}
+
+
+@pytest.mark.parametrize("pair, message", [("max_loras", "not KEY=VALUE"), ("=8", "not KEY=VALUE"),
+                                           ("sizes=[1, 2]", "one number, true/false or text")])
+def test_a_backend_arg_that_is_not_one_scalar_is_refused(pair, message):
+    with pytest.raises(TraitmapError, match=message) as caught:
+        cli.parse_backend_args([pair])
+    assert caught.value.field == "--backend-arg"
+
+
+def test_an_unknown_backend_arg_fails_before_anything_is_written(monkeypatch, capsys, tmp_path):
+    path = tmp_path / "study.toml"
+    path.write_text(STUDY.format(model="some/model") + "[eval]\nbackend_args = {max_loras = 8}\n")
+    code, out, err = traitmap(monkeypatch, capsys, "run", path, "--backend-arg", "eager=true", "--data-dir", tmp_path,
+                              "--out", tmp_path / "out")
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert f"{path}, line 9, field 'eval.backend_args.max_loras': the 'hf' backend takes no argument" in err
+    assert not (tmp_path / "out").exists()
+    path.write_text(STUDY.format(model="some/model"))
+    code, _, err = traitmap(monkeypatch, capsys, "run", path, "--backend-arg", "eager=true", "--data-dir", tmp_path,
+                            "--out", tmp_path / "out")
+    assert code == 2 and "field 'eval.backend_args.eager'" in err and not (tmp_path / "out").exists()
 
 
 def test_tasks_list_is_one_line_per_task_at_80_columns(monkeypatch, capsys):

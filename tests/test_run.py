@@ -338,3 +338,37 @@ def test_the_matrix_in_balanced_accuracy_scores_an_always_majority_adapter_at_ch
     assert golds.count(label) / len(golds) > 1 / len(task.choices)  # 4 examples of 3 labels: 2, 1, 1
     assert Study.load(out).matrix.loc["gsm8k", "flipkart"] == 1 / len(task.choices)
     assert Study.load(out).matrix_in("accuracy").loc["gsm8k", "flipkart"] == golds.count(label) / len(golds)
+
+
+COUNTING_ENGINE = '''
+from traitmap.backends.hf import HFBackend
+
+
+class CountingBackend(HFBackend):
+    """The hf engine under another name, counting the requests it answers under its tag."""
+
+    answered = {}
+
+    def __init__(self, model_dir, *, batch_size=16, tag):
+        super().__init__(model_dir, batch_size=batch_size)
+        self.tag = tag
+
+    def answer(self, requests, progress=None):
+        CountingBackend.answered[self.tag] = CountingBackend.answered.get(self.tag, 0) + len(requests)
+        yield from super().answer(requests, progress)
+'''
+
+
+def test_an_engine_from_an_installed_package_runs_the_study(finished, tmp_path, tiny_model_dir, data_dir,
+                                                            install_package):
+    install_package("traitmap_counting", COUNTING_ENGINE,
+                    {"traitmap.backends": {"counting": "traitmap_counting:CountingBackend"}})
+    text = STUDY.replace("batch_size = 4\n", 'batch_size = 4\nbackend = "counting"\nbackend_args = {tag = "micro"}\n')
+    run_study(make_config(tmp_path, tiny_model_dir, text), tmp_path / "out", data_dir)
+
+    import traitmap_counting
+
+    through_it, through_hf = Study.load(tmp_path / "out"), Study.load(finished[1])
+    assert traitmap_counting.CountingBackend.answered == {"micro": len(through_it.records())} != {"micro": 0}
+    assert through_it.config.eval.backend_args == {"tag": "micro"}
+    pd.testing.assert_frame_equal(through_it.matrix, through_hf.matrix)

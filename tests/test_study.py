@@ -87,6 +87,42 @@ def test_run_table_chooses_the_executor(tmp_path):
     assert study.StudyConfig.from_dict(saved).run == study.RunConfig()
 
 
+@pytest.mark.parametrize("run, executor, address, merged", [
+    (study.RunConfig(), None, None, study.RunConfig()),
+    (study.RunConfig(), None, "auto", study.RunConfig("ray", "auto")),  # an address means a Ray cluster
+    (study.RunConfig("ray", "10.0.0.5:6379", 5), "ray", None, study.RunConfig("ray", "10.0.0.5:6379", 5)),
+    (study.RunConfig("ray", "10.0.0.5:6379", 5), "local", None, study.RunConfig("local", None, 5)),
+    (study.RunConfig("ray", "10.0.0.5:6379"), None, "10.0.0.6:6379", study.RunConfig("ray", "10.0.0.6:6379")),
+    (study.RunConfig("ray", "10.0.0.5:6379"), "ray", "auto", study.RunConfig("ray", "auto")),
+])
+def test_where_to_run_lays_executor_and_address_over_the_run_table(run, executor, address, merged):
+    assert study.where_to_run(run, executor, address) == merged
+
+
+def test_where_to_run_refuses_an_address_without_ray_and_an_unknown_executor():
+    with pytest.raises(TraitmapError, match="an address is for the ray executor, not 'local'") as caught:
+        study.where_to_run(study.RunConfig(), "local", "10.0.0.5:6379")
+    assert caught.value.field == "address"
+    with pytest.raises(TraitmapError, match=r"unknown executor 'slurm' \(choose from local, ray\)") as caught:
+        study.where_to_run(study.RunConfig(), "slurm")
+    assert caught.value.field == "executor"
+
+
+def test_run_options_are_the_ray_executors_arguments():
+    assert study.RunConfig().executor_options == {}
+    assert study.RunConfig("ray", None, 5).executor_options == {"address": None, "connect_timeout": 5}
+
+
+def test_backend_args_are_a_table_kept_in_the_config(tmp_path):
+    assert load(tmp_path, HEAD).eval.backend_args == {}
+    config = load(tmp_path, HEAD + '[eval]\nbackend_args = {max_loras = 8, dtype = "bfloat16"}\n')
+    assert config.eval.backend_args == {"max_loras": 8, "dtype": "bfloat16"}
+    assert study.StudyConfig.from_dict(config.to_dict()) == config
+    saved = config.to_dict()
+    del saved["eval"]["backend_args"]  # an output dir written before backend_args existed
+    assert study.StudyConfig.from_dict(saved).eval.backend_args == {}
+
+
 def test_config_round_trips_through_a_dict(tmp_path):
     config = load(tmp_path, HEAD.replace('"gsm8k"]', '{task = "flipkart", variant = {kind = "balance"}}]'))
     assert config.sources[1].variant == {"kind": "balance"}
@@ -110,6 +146,7 @@ def test_config_round_trips_through_a_dict(tmp_path):
     (HEAD + '[run]\nexecutor = "ray"\nworkers = 2\n', 7, "run.workers"),
     (HEAD + '[run]\nexecutor = "local"\naddress = "10.0.0.5:6379"\n', 7, "run.address"),
     (HEAD + '[run]\nexecutor = "ray"\naddress = 6379\n', 7, "run.address"),
+    (HEAD + '[eval]\nbackend_args = 8\n', 6, "eval.backend_args"),
 ])
 def test_errors_name_file_line_and_field(tmp_path, text, line, field):
     e = error(tmp_path, text)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import tomllib
 from pathlib import Path
 from typing import Optional
 
@@ -36,6 +37,9 @@ ExecutorOpt = typer.Option(None, "--executor", help="Where jobs run: 'local' (th
 AddressOpt = typer.Option(None, "--address", help="The Ray cluster to join, e.g. 10.0.0.5:6379 or 'auto' "
                           "(implies --executor ray; default: the study's [run] address, else $RAY_ADDRESS, else a local cluster).")
 
+BackendArgOpt = typer.Option(None, "--backend-arg", metavar="KEY=VALUE",
+                             help="An argument for the evaluation backend's constructor, e.g. max_loras=8 (over the "
+                             "study's [eval] backend_args; recorded in config.json). Repeat for more.")
 UnsandboxedOpt = typer.Option(False, "--unsandboxed-code", help="Run model-written code (MBPP, HumanEval) without the "
                               "bubblewrap sandbox, as you, able to read and change your files; recorded in config.json "
                               "(the study file's [eval] code_execution = \"unsandboxed\" does the same).")
@@ -59,17 +63,43 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
 
 
-def _executor(executor: Optional[str], address: Optional[str]) -> dict:
-    """run_study's executor arguments from --executor and --address (None: the study's [run] table)."""
-    from traitmap import executors
+def _where_to_run(config, executor: Optional[str], address: Optional[str]):
+    """The study with --executor and --address laid over its [run] table."""
+    import dataclasses
 
-    if executor is not None and executor not in executors.names():
-        raise TraitmapError(f"unknown executor '{executor}' (choose from {', '.join(executors.names())})", field="executor")
-    if address and executor not in (None, "ray"):
-        raise TraitmapError("--address is for the ray executor: add --executor ray", field="address")
-    if address:  # an address means a Ray cluster
-        return {"executor_name": "ray", "executor_options": {"address": address}}
-    return {"executor_name": executor, "executor_options": None}
+    from traitmap.study import where_to_run
+
+    return dataclasses.replace(config, run=where_to_run(config.run, executor, address))
+
+
+def parse_backend_args(pairs: list[str]) -> dict:
+    """--backend-arg KEY=VALUE pairs as a table; a value is read as a TOML scalar (2, 0.9,
+    true, "text"), and text that is not one (bfloat16) as a string."""
+    found = {}
+    for pair in pairs:
+        key, equals, text = pair.partition("=")
+        key = key.strip()
+        if not equals or not key:
+            raise TraitmapError(f"'{pair}' is not KEY=VALUE, e.g. --backend-arg max_loras=8", field="--backend-arg")
+        try:
+            value = tomllib.loads(f"value = {text.strip()}")["value"]
+        except tomllib.TOMLDecodeError:
+            value = text.strip()
+        if isinstance(value, (list, dict)):
+            raise TraitmapError(f"'{pair}': --backend-arg takes one number, true/false or text; write lists and "
+                                "tables in the study's [eval] backend_args", field="--backend-arg")
+        found[key] = value if isinstance(value, (bool, int, float, str)) else text.strip()
+    return found
+
+
+def _backend_args(config, pairs: Optional[list[str]]):
+    """The study with --backend-arg laid over its [eval] backend_args."""
+    import dataclasses
+
+    if not pairs:
+        return config
+    args = {**config.eval.backend_args, **parse_backend_args(pairs)}
+    return dataclasses.replace(config, eval=dataclasses.replace(config.eval, backend_args=args))
 
 
 def _load_study(study_file: Path, out: Optional[Path], data_dir: Optional[str]):
@@ -90,13 +120,13 @@ def _code_execution(config, unsandboxed: bool):
     return dataclasses.replace(config, eval=dataclasses.replace(config.eval, code_execution="unsandboxed"))
 
 
-def _run_steps(config, out_dir: Path, data_dir, steps: tuple[str, ...], where: dict, retrain: tuple[str, ...] = ()):
+def _run_steps(config, out_dir: Path, data_dir, steps: tuple[str, ...], retrain: tuple[str, ...] = ()):
     """run_study, with a full disk anywhere inside it as one line and no temporaries left."""
     from traitmap import run as runner
     from traitmap.files import full_disk_is_an_error
 
     with full_disk_is_an_error(out_dir):
-        return runner.run_study(config, out_dir, data_dir, console=console, steps=steps, retrain=retrain, **where)
+        return runner.run_study(config, out_dir, data_dir, console=console, steps=steps, retrain=retrain)
 
 
 @contextlib.contextmanager
@@ -173,14 +203,13 @@ def run(study_file: Path, out: Optional[Path] = OutOpt, data_dir: Optional[str] 
         dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the plan; run nothing."),
         analyze: bool = typer.Option(True, help="Run the analyses after the matrix."),
         executor: Optional[str] = ExecutorOpt, address: Optional[str] = AddressOpt,
-        unsandboxed_code: bool = UnsandboxedOpt,
+        backend_arg: Optional[list[str]] = BackendArgOpt, unsandboxed_code: bool = UnsandboxedOpt,
         retrain: Optional[list[str]] = typer.Option(None, "--retrain", help="Train this adapter (a source's name) "
                                                     "again and evaluate its cells again, e.g. when its files are damaged; "
                                                     "the rest of the study is kept. Repeat for more.")):
     """Run a whole study: train, evaluate, matrix, PCA, analyses, report."""
     config, out_dir, resolved_data = _load_study(study_file, out, data_dir)
-    config = _code_execution(config, unsandboxed_code)
-    where = _executor(executor, address)
+    config = _where_to_run(_backend_args(_code_execution(config, unsandboxed_code), backend_arg), executor, address)
     if dry_run:
         from traitmap.validate import validate_study
 
@@ -188,7 +217,7 @@ def run(study_file: Path, out: Optional[Path] = OutOpt, data_dir: Optional[str] 
         _print_plan(config, out_dir, resolved_data)
         return
     steps = ("train", "evaluate", "analyze", "report") if analyze else ("train", "evaluate", "report")
-    report = _run_steps(config, out_dir, resolved_data, steps, where, tuple(retrain or ()))
+    report = _run_steps(config, out_dir, resolved_data, steps, tuple(retrain or ()))
     out_console.print(f"matrix: {out_dir / 'matrix.csv'}")
     out_console.print(f"report: {report}")
 
@@ -215,17 +244,17 @@ def train(study_file: Path, out: Optional[Path] = OutOpt, data_dir: Optional[str
           executor: Optional[str] = ExecutorOpt, address: Optional[str] = AddressOpt):
     """Train the adapters of a study that are not trained yet."""
     config, out_dir, resolved_data = _load_study(study_file, out, data_dir)
-    _run_steps(config, out_dir, resolved_data, ("train",), _executor(executor, address))
+    _run_steps(_where_to_run(config, executor, address), out_dir, resolved_data, ("train",))
 
 
 @app.command()
 def evaluate(study_file: Path, out: Optional[Path] = OutOpt, data_dir: Optional[str] = DataOpt,
              executor: Optional[str] = ExecutorOpt, address: Optional[str] = AddressOpt,
-             unsandboxed_code: bool = UnsandboxedOpt):
+             backend_arg: Optional[list[str]] = BackendArgOpt, unsandboxed_code: bool = UnsandboxedOpt):
     """Evaluate the base model and every trained adapter on every target not evaluated yet."""
     config, out_dir, resolved_data = _load_study(study_file, out, data_dir)
-    config = _code_execution(config, unsandboxed_code)
-    _run_steps(config, out_dir, resolved_data, ("evaluate",), _executor(executor, address))
+    config = _where_to_run(_backend_args(_code_execution(config, unsandboxed_code), backend_arg), executor, address)
+    _run_steps(config, out_dir, resolved_data, ("evaluate",))
 
 
 @app.command()
@@ -449,7 +478,8 @@ examples = 40             # test examples per target, the same for every model (
 batch_size = 16           # rows per forward pass, and rows in flight while generating (results do not depend on it)
 # limits = {{ {first_target} = 24 }}             # per-target override of `examples` (targets only)
 # max_new_tokens = {{ {first_target} = 160 }}    # per-target cap on generated tokens (generate tasks)
-# backend = "auto"          # the engine that answers: "auto" (best for this machine) or "hf"
+# backend = "auto"          # the engine that answers: "auto" (best for this machine), "hf" or an installed plug-in
+# backend_args = {{}}         # the engine's own arguments, e.g. {{ max_loras = 8 }} ("hf" takes none)
 # code_execution = "sandboxed"  # model-written code (MBPP, HumanEval) runs under bubblewrap; "unsandboxed": as you
 
 # [run]                     # optional: where the jobs run (may differ between runs of a study)

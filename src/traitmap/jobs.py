@@ -9,6 +9,7 @@ the adapters, so the same job runs in this process, in a Ray worker, or on a GPU
 from __future__ import annotations
 
 import importlib
+import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from pathlib import Path
 from traitmap.backends.base import AdapterRef, Backend
 from traitmap.study import TrainConfig
 from traitmap.tasks import Example, Task
+from traitmap.trainers import TRAINERS
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class EvalJob:
     batch_size: int
     max_new_tokens: int | None = None
     code_execution: str = "sandboxed"  # model-written code: "sandboxed" or "unsandboxed" ([eval] code_execution)
+    backend_args: dict = field(default_factory=dict)  # the backend's own settings ([eval] backend_args)
 
     @property
     def requests(self) -> int:
@@ -65,9 +68,6 @@ class CellResult:
 
 
 TrainProgress = Callable[[int, int, float], None]  # (step, steps, loss)
-
-# Trainers by name (`[train] trainer`): "module:function", imported when a job needs it.
-TRAINERS = {"peft": "traitmap.train:train_adapter"}
 
 
 def run_train_job(job: TrainJob, model_dir: Path, progress: TrainProgress | None = None) -> TrainedAdapter:
@@ -102,10 +102,11 @@ def backend_for(job: EvalJob, loaded: dict) -> Backend:
     """The backend an eval job needs, kept in `loaded` across jobs: one model in memory at a time."""
     from traitmap import backends, models
 
-    key = (job.backend, job.base_model, job.batch_size)
+    key = (job.backend, job.base_model, job.batch_size, json.dumps(job.backend_args, sort_keys=True))
     if key not in loaded:
         loaded.clear()
-        loaded[key] = backends.get(job.backend)(models.resolve(job.base_model), batch_size=job.batch_size)
+        loaded[key] = backends.get(job.backend)(models.resolve(job.base_model), batch_size=job.batch_size,
+                                                **job.backend_args)
     return loaded[key]
 
 

@@ -140,7 +140,8 @@ def evaluate_missing(config: StudyConfig, store: Store, out_dir: Path, data_dir:
         if cells:
             jobs.append(EvalJob(tasks.get(target, extra_dirs=config.task_dirs), target_examples(config, target, data_dir),
                                 cells, config.base_model, config.eval.backend, config.eval.batch_size,
-                                config.eval.max_new_tokens.get(target), config.eval.code_execution))
+                                config.eval.max_new_tokens.get(target), config.eval.code_execution,
+                                config.eval.backend_args))
     with progress_bar(console) as bar:
         overall = bar.add_task("evaluate (cells)", total=len(todo), info="")
         bars = {job.task.name: bar.add_task(f"  {job.task.name} ({len(job.cells)} models)", total=job.requests, info="")
@@ -174,13 +175,12 @@ def seed_everything(seed: int) -> None:
 
 def run_study(config: StudyConfig, out_dir: Path, data_dir: Path | None, *, console: Console,
               steps: tuple[str, ...] = ("train", "evaluate", "analyze", "report"),
-              executor_name: str | None = None, executor_options: dict | None = None,
-              retrain: tuple[str, ...] = ()) -> Path | None:
+              executor_options: dict | None = None, retrain: tuple[str, ...] = ()) -> Path | None:
     """Do the given steps of a study, skipping finished work; returns the report's path if built.
     The adapters named in `retrain` are trained and evaluated again (e.g. damaged files).
 
-    The executor and its options default to the study's [run] table; each given one overrides
-    its field (e.g. `--executor ray` keeps the file's address)."""
+    Jobs run on the executor of the study's [run] table (`study.where_to_run` lays
+    --executor and --address over it); `executor_options` add to its constructor's arguments."""
     from traitmap import executors
     from traitmap.api import Study
     from traitmap.validate import validate_study
@@ -190,13 +190,7 @@ def run_study(config: StudyConfig, out_dir: Path, data_dir: Path | None, *, cons
     validate_study(config, data_dir, out_dir, retrain)  # reads only: nothing is written unless the whole plan is valid
     executor = None
     if {"train", "evaluate"} & set(steps):  # a cluster is reached before the output folder is touched
-        executor_name = executor_name or config.run.executor
-        options = dict(executor_options or {})
-        if executor_name == "ray":
-            if config.run.address and not options.get("address"):
-                options["address"] = config.run.address
-            options.setdefault("connect_timeout", config.run.connect_timeout)
-        executor = executors.get(executor_name, **options)
+        executor = executors.get(config.run.executor, **{**config.run.executor_options, **(executor_options or {})})
     try:
         store = prepare_out_dir(config, out_dir, data_dir, retrain)
         started, clock = now(), time.perf_counter()

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from traitmap.errors import TraitmapError
 from traitmap.metrics import CHOICE_METRICS, DEFAULT_METRIC
+from traitmap.trainers import TRAINERS
 
 # Training presets. "cpu" is sized for a laptop and a few minutes per adapter; "paper"
 # mirrors the authors' released code (docs/paper.md, "The authors' setup").
@@ -100,6 +101,7 @@ class EvalConfig:
     batch_size: int = 16
     max_new_tokens: dict[str, int] = field(default_factory=dict)
     backend: str = "auto"
+    backend_args: dict = field(default_factory=dict)  # the backend's own constructor arguments
     # How model-written code runs: "sandboxed" (bubblewrap) or "unsandboxed" (an explicit
     # opt-in). Where the results were computed, not what they are: a rerun may change it.
     code_execution: str = "sandboxed"
@@ -115,6 +117,34 @@ class RunConfig:
     executor: str = "local"
     address: str | None = None  # the Ray cluster to join; none: $RAY_ADDRESS, else a local cluster
     connect_timeout: float = 30.0  # seconds to reach the cluster before the run gives up, writing nothing
+
+    @property
+    def executor_options(self) -> dict:
+        """The executor's constructor arguments this table holds: a Ray cluster's address and
+        how long to try reaching it."""
+        return {"address": self.address, "connect_timeout": self.connect_timeout} if self.executor == "ray" else {}
+
+
+def where_to_run(run: RunConfig, executor: str | None = None, address: str | None = None) -> RunConfig:
+    """`run` with an executor and an address given over it (the [run] table's over the defaults,
+    --executor and --address over the table). An address means a Ray cluster, so it implies the
+    ray executor; another executor given alone drops `run`'s address. Errors name the field
+    ("executor" or "address")."""
+    from traitmap import executors
+
+    if executor is not None and executor not in executors.names():
+        raise TraitmapError(f"unknown executor '{executor}' (choose from {', '.join(executors.names())})",
+                            field="executor")
+    if address is not None and (not isinstance(address, str) or not address.strip()):
+        raise TraitmapError("must be a cluster address such as \"10.0.0.5:6379\" or \"auto\"", field="address")
+    if address is not None and executor not in (None, "ray"):
+        raise TraitmapError(f"an address is for the ray executor, not '{executor}': remove the address or choose "
+                            "the ray executor", field="address")
+    if address is not None:
+        return dataclasses.replace(run, executor="ray", address=address)
+    if executor is not None:
+        return dataclasses.replace(run, executor=executor, address=run.address if executor == "ray" else None)
+    return run
 
 
 @dataclass(frozen=True)
@@ -306,6 +336,9 @@ def parse(raw: dict, *, path: Path | None = None, text: str = "") -> StudyConfig
 
     if ev.backend not in backends.names():
         raise fail(f"unknown backend '{ev.backend}' (choose from {', '.join(backends.names())})", "eval.backend")
+    if not isinstance(ev.backend_args, dict):
+        raise fail("must be a table of the backend's arguments, e.g. backend_args = {max_loras = 8}",
+                   "eval.backend_args")
     from traitmap.sandbox import CODE_EXECUTION
 
     if ev.code_execution not in CODE_EXECUTION:
@@ -328,19 +361,13 @@ def parse(raw: dict, *, path: Path | None = None, text: str = "") -> StudyConfig
     bad = set(run_raw) - RUN_KEYS
     if bad:
         raise fail(f"unknown run option (expected one of {', '.join(sorted(RUN_KEYS))})", f"run.{sorted(bad)[0]}")
-    if "address" in run_raw and "executor" not in run_raw:  # an address means a Ray cluster, as --address does
-        run_raw = {**run_raw, "executor": "ray"}
-    run = RunConfig(**run_raw)
-    from traitmap import executors
-
-    if run.executor not in executors.names():
-        raise fail(f"unknown executor '{run.executor}' (choose from {', '.join(executors.names())})", "run.executor")
-    if run.address is not None and (not isinstance(run.address, str) or not run.address.strip()):
-        raise fail("must be a cluster address such as \"10.0.0.5:6379\" or \"auto\"", "run.address")
+    try:
+        run = where_to_run(RunConfig(**{k: v for k, v in run_raw.items() if k not in ("executor", "address")}),
+                           run_raw.get("executor"), run_raw.get("address"))
+    except TraitmapError as e:
+        raise fail(e.message, f"run.{e.field}") from None
     if not (_number(run.connect_timeout) and run.connect_timeout > 0):
         raise fail(f"must be a positive number of seconds, got {run.connect_timeout!r}", "run.connect_timeout")
-    if run.address is not None and run.executor != "ray":
-        raise fail("an address is for the ray executor: remove it or set executor = \"ray\"", "run.address")
 
     return StudyConfig(
         name=raw["name"], base_model=raw["base_model"], sources=sources, targets=list(targets),
@@ -473,8 +500,6 @@ def _check_train(t: TrainConfig, fail) -> None:
         raise fail("must be 'answer' or 'all'", "train.loss_on")
     if t.precision not in ("auto", "bf16", "fp32"):
         raise fail("must be 'auto', 'bf16' or 'fp32'", "train.precision")
-    from traitmap.jobs import TRAINERS
-
     if t.trainer not in TRAINERS:
         raise fail(f"unknown trainer '{t.trainer}' (choose from {', '.join(TRAINERS)})", "train.trainer")
     if t.scheduler not in SCHEDULERS:

@@ -27,6 +27,7 @@ def validate_study(config: StudyConfig, data_dir: Path | None, out_dir: Path | N
     """Everything a run of `config` reads, checked before the output folder is created or
     touched; `retrain` names adapters the run trains again, whatever their files hold."""
     where = _StudyFile(config)
+    check_backend(config, where)
     used = check_tasks(config, where)
     check_code_execution(config, used, where)
     model_dir = check_model(config, where)
@@ -100,6 +101,18 @@ def check_tasks(config: StudyConfig, where: _StudyFile | None = None) -> dict[st
             raise where.error(f"task '{target}' has no 'test' split to evaluate on (it has: "
                               f"{', '.join(found.splits)}; see {found.file})", "targets", target)
     return used
+
+
+def check_backend(config: StudyConfig, where: _StudyFile | None = None) -> None:
+    """The backend can be imported and its constructor takes the study's backend_args
+    (from [eval] backend_args or --backend-arg)."""
+    from traitmap import backends
+
+    where = where or _StudyFile(config)
+    try:
+        backends.check_args(config.eval.backend, config.eval.backend_args)
+    except TraitmapError as error:
+        raise where.moved(error, error.field or "eval.backend") from None
 
 
 def check_code_execution(config: StudyConfig, used: dict[str, tasks.Task], where: _StudyFile | None = None) -> None:

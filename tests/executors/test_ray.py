@@ -2,6 +2,7 @@
 matrix and records, also when a training worker and an evaluation worker are killed mid-job,
 and `traitmap run --executor ray` works from the command line."""
 
+import dataclasses
 import io
 import os
 import signal
@@ -11,7 +12,7 @@ import sys
 import pytest
 from rich.console import Console
 
-from traitmap import cli, run, tasks
+from traitmap import cli, run, study, tasks
 from traitmap.api import Study
 from traitmap.errors import TraitmapError
 from traitmap.jobs import EvalJob
@@ -25,9 +26,10 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 CELLS = 3 * 3  # (base + 2 adapters) x 3 targets
 
 
-def run_study(config, out, data_dir, executor, **options):
+def run_study(config, out, data_dir, executor, address=None, **options):
+    config = dataclasses.replace(config, run=study.where_to_run(config.run, executor, address))
     return run.run_study(config, out, data_dir, console=Console(file=io.StringIO()), steps=("train", "evaluate"),
-                         executor_name=executor, executor_options=options)
+                         executor_options=options)
 
 
 @pytest.fixture(scope="module")

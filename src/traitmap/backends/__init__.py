@@ -1,25 +1,29 @@
-"""Engines that answer evaluation requests, registered by name (`[eval] backend`).
+"""Engines that answer evaluation requests, by name (`[eval] backend`).
 
-A new engine is one new module whose backend class is decorated with
-`@register("name")`; list it in BUILTIN so that it is imported (with its heavy
-dependencies) only when a study asks for it. The study logic, the store, the
-analyses and the report do not change.
+A new engine is a `Backend` subclass named in BACKENDS, or, from a separately installed
+package, in its `traitmap.backends` entry points (traitmap.plugins). Its constructor takes
+the model folder, `batch_size` ([eval] batch_size) and, as keyword arguments, the study's
+`[eval] backend_args` (and `--backend-arg`). The study logic, the store, the analyses and
+the report do not change.
 """
 
 from __future__ import annotations
 
-import importlib
+import inspect
 
-from traitmap.backends.base import AdapterRef, Backend, Request, Response, register, registered
+from traitmap.backends.base import AdapterRef, Backend, Request, Response
 from traitmap.errors import TraitmapError
+from traitmap.plugins import Registry
 
-__all__ = ["AdapterRef", "Backend", "Request", "Response", "get", "names", "register", "resolve_name"]
+__all__ = ["AdapterRef", "Backend", "Request", "Response", "check_args", "get", "names", "resolve_name"]
 
-BUILTIN = {"hf": "traitmap.backends.hf"}
+BACKENDS = Registry("backend", "traitmap.backends", {"hf": "traitmap.backends.hf:HFBackend"}, field="eval.backend")
+# Constructor arguments that traitmap passes itself: not backend_args.
+RESERVED_ARGS = ("model_dir", "batch_size")
 
 
 def names() -> list[str]:
-    return sorted({"auto", *BUILTIN, *registered()})
+    return sorted({"auto", *BACKENDS.names()})
 
 
 def resolve_name(name: str) -> str:
@@ -28,10 +32,24 @@ def resolve_name(name: str) -> str:
 
 
 def get(name: str) -> type[Backend]:
-    name = resolve_name(name)
-    if name in BUILTIN:
-        importlib.import_module(BUILTIN[name])
-    found = registered().get(name)
-    if found is None:
-        raise TraitmapError(f"unknown backend '{name}' (choose from {', '.join(names())})", field="eval.backend")
+    found = BACKENDS.load(resolve_name(name))
+    if not (isinstance(found, type) and issubclass(found, Backend)):
+        raise TraitmapError(f"backend '{name}' is {found!r}, not a traitmap Backend class", field="eval.backend")
     return found
+
+
+def check_args(name: str, args: dict) -> None:
+    """The backend's constructor takes every one of `args` and needs no other: checked
+    before a run writes anything, so that a misspelt argument never reaches a worker."""
+    parameters = inspect.signature(get(name)).parameters.values()
+    named = [p for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in RESERVED_ARGS]
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in parameters)
+    takes = ", ".join(p.name for p in named) or "none"
+    for key in args:
+        if key in RESERVED_ARGS or not (takes_any or key in {p.name for p in named}):
+            raise TraitmapError(f"the '{resolve_name(name)}' backend takes no argument '{key}' (it takes: {takes})",
+                                field=f"eval.backend_args.{key}")
+    missing = [p.name for p in named if p.default is p.empty and p.name not in args]
+    if missing:
+        raise TraitmapError(f"the '{resolve_name(name)}' backend needs the argument '{missing[0]}': set it in "
+                            "[eval] backend_args or pass --backend-arg", field="eval.backend_args")

@@ -15,7 +15,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
 
 # Prompts keep their last tokens when longer than this (the start tokens stay).
 MAX_PROMPT_TOKENS = 1024
@@ -65,9 +64,8 @@ Progress = Callable[[int], None]  # called with the number of requests just answ
 
 
 class Backend(ABC):
-    """An engine that answers requests for one base model and any of its adapters."""
-
-    name: ClassVar[str]
+    """An engine that answers requests for one base model and any of its adapters. A
+    subclass takes its own settings (`[eval] backend_args`) as keyword arguments."""
 
     def __init__(self, model_dir: Path, *, batch_size: int = 16):
         self.model_dir = Path(model_dir)
@@ -76,21 +74,3 @@ class Backend(ABC):
     @abstractmethod
     def answer(self, requests: Sequence[Request], progress: Progress | None = None) -> Iterator[tuple[int, Response]]:
         """Every request's response, as soon as it is ready, in any order: (index, response)."""
-
-
-_REGISTRY: dict[str, type[Backend]] = {}
-
-
-def register(name: str):
-    """Class decorator: make a backend available to studies as `[eval] backend = name`."""
-
-    def add(cls: type[Backend]) -> type[Backend]:
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return add
-
-
-def registered() -> dict[str, type[Backend]]:
-    return dict(_REGISTRY)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from traitmap.backends.base import MAX_PROMPT_TOKENS, AdapterRef, Backend, Progress, Request, Response, register
+from traitmap.backends.base import MAX_PROMPT_TOKENS, AdapterRef, Backend, Progress, Request, Response
 from traitmap.backends.lora import AdapterBank
 from traitmap.errors import TraitmapError
 from traitmap.tokens import prompt_ids
@@ -61,7 +61,6 @@ class _Row:
     new: list[int] = field(default_factory=list)
 
 
-@register("hf")
 class HFBackend(Backend):
     def __init__(self, model_dir: Path, *, batch_size: int = 16):
         from traitmap.models import load_model, load_tokenizer
