@@ -1,4 +1,5 @@
-"""Shared fixtures: the real data dir, and a tiny randomly initialised model built here.
+"""Shared fixtures: the real data dir, a tiny randomly initialised model built here, and
+the micro study trained on it once per session.
 
 The tiny model is a 2-layer Llama with a BPE tokenizer trained on a few sentences: the
 whole pipeline runs on it in seconds, so unit tests never need the real model.
@@ -6,36 +7,22 @@ whole pipeline runs on it in seconds, so unit tests never need the real model.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def real_data_dir() -> Path | None:
-    folder = Path(os.environ.get("TRAITMAP_DATA_DIR", REPO.parent / "shared" / "data"))
-    return folder if folder.is_dir() else None
+from helpers import make_config, require_data_dir, run_study, torch_threads
 
 
 @pytest.fixture(scope="module")
 def one_torch_thread():
-    """Tiny tensors gain nothing from threads, and on a busy machine 2 threads ran ~30x slower."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    """One torch thread for the whole module (see helpers.torch_threads)."""
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    folder = real_data_dir()
-    if folder is None:
-        pytest.skip("real data dir not found: set TRAITMAP_DATA_DIR (CI uses ../shared/data)")
-    return folder
+    return require_data_dir()
 
 
 CORPUS = [
@@ -100,3 +87,14 @@ def install_package(tmp_path, monkeypatch):
     yield install
     for name in installed:
         sys.modules.pop(name, None)
+
+
+@pytest.fixture(scope="session")
+def micro_study(tmp_path_factory, tiny_model_dir, data_dir):
+    """The micro study (helpers.MICRO_STUDY) trained and evaluated once for the whole session:
+    (config, output folder). Read it as it is; change only a copy (helpers.copy_of)."""
+    folder = tmp_path_factory.mktemp("micro")
+    config = make_config(folder, tiny_model_dir)
+    with torch_threads(1):
+        run_study(config, folder / "out", data_dir)
+    return config, folder / "out"

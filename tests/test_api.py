@@ -1,14 +1,12 @@
 """Study.load(out_dir): the matrix (base first, seeds averaged), gains, records and adapters."""
 
-import io
 import json
 from pathlib import Path
 
 import pytest
-import torch
-from rich.console import Console
+from helpers import run_study, torch_threads
 
-from traitmap import run, study
+from traitmap import study
 from traitmap.api import Study
 from traitmap.errors import TraitmapError
 
@@ -35,13 +33,11 @@ COLUMNS = ["model", "seed", "task", "example_id", "prompt", "output", "output_to
 
 @pytest.fixture(scope="module")
 def loaded(tmp_path_factory, tiny_model_dir, data_dir):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     folder = tmp_path_factory.mktemp("api")
     (folder / "api.toml").write_text(STUDY.format(model=tiny_model_dir))
     config = study.load(folder / "api.toml")
-    run.run_study(config, folder / "out", data_dir, console=Console(file=io.StringIO()), steps=("train", "evaluate"))
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        run_study(config, folder / "out", data_dir)
     return config, Study.load(folder / "out")
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -25,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from rich.console import Console
+from helpers import REVIEWS_TASK, SUMS_TASK, rows, run_study, traitmap, write_jsonl
 
-from traitmap import cli, models
+from traitmap import models
 from traitmap.store import LOCK_FILE
 
 
@@ -50,63 +49,6 @@ examples = 4
 batch_size = 4
 max_new_tokens = {{ sums = 4 }}
 '''
-
-REVIEWS = '''name = "reviews"
-description = "Movie reviews, positive or negative (rows copied from IMDB)."
-tags = ["sentiment"]
-kind = "choice"
-metric = "accuracy"
-
-[data]
-path = "reviews"
-splits = { train = "train.jsonl", test = "test.jsonl" }
-id_field = "id"
-
-[prompt]
-instruction = "What is the sentiment of the below sentence?"
-input = "{text}"
-cue = "Sentiment"
-max_input_chars = 200
-
-[choice]
-label_field = "label"
-values = [0, 1]
-verbalizers = ["negative", "positive"]
-'''
-
-SUMS = '''name = "sums"
-description = "Grade-school math word problems (rows copied from GSM8K)."
-tags = ["math"]
-kind = "generate"
-metric = "exact_match"
-
-[data]
-path = "sums"
-splits = { train = "train.jsonl", test = "test.jsonl" }
-
-[prompt]
-input = "{question}"
-answer = "{answer}"
-max_input_chars = 300
-
-[generate]
-parser = "final_number"
-gold = "{answer}"
-parse_gold = true
-max_new_tokens = 8
-stop = ["\\n\\n"]
-'''
-
-
-def rows(path: Path, n: int, start: int = 0) -> list[dict]:
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for _, line in zip(range(start + n), handle)][start:]
-
-
-def write_jsonl(path: Path, records: list[dict]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    return path
 
 
 @dataclass
@@ -151,14 +93,14 @@ def world(tmp_path_factory, tiny_model_dir, data_dir) -> World:
     write_jsonl(data / "sums" / "train.jsonl", rows(source / "gsm8k" / "train.jsonl", 12))
     write_jsonl(data / "sums" / "test.jsonl", rows(source / "gsm8k" / "test.jsonl", 6))
     task_dir.mkdir()
-    (task_dir / "reviews.toml").write_text(REVIEWS)
-    (task_dir / "sums.toml").write_text(SUMS)
+    (task_dir / "reviews.toml").write_text(REVIEWS_TASK)
+    (task_dir / "sums.toml").write_text(SUMS_TASK)
     w = World(root, data, task_dir, tiny_model_dir)
 
-    from traitmap import run, study
+    from traitmap import study
     config = study.load(w.study(root, name="good.toml"))
     w.finished = root / "finished"
-    run.run_study(config, w.finished, data, console=Console(file=io.StringIO()), steps=("train", "evaluate", "report"))
+    run_study(config, w.finished, data, steps=("train", "evaluate", "report"))
     return w
 
 
@@ -390,13 +332,13 @@ for name, task, old, new, expect in [
     case(f"task: {name}")(bad_task(task, old, new, expect))
 
 case("task: a byte that is not UTF-8")(bad_task("reviews", "", "", ["line 2", "UTF-8"],
-                                                raw=REVIEWS.encode().replace(b"Movie", b"Movi\xe9", 1)))
+                                                raw=REVIEWS_TASK.encode().replace(b"Movie", b"Movi\xe9", 1)))
 
 
 @case("task: a second file for a built-in task name")
 def _(w, tmp):
     tasks = w.copy_tasks(tmp)
-    (tasks / "imdb.toml").write_text(REVIEWS.replace('name = "reviews"', 'name = "imdb"'))
+    (tasks / "imdb.toml").write_text(REVIEWS_TASK.replace('name = "reviews"', 'name = "imdb"'))
     path = w.study(tmp, tasks=tasks)
     return Case(run_args(path, tmp), [str(tasks / "imdb.toml"), "already defined"], tmp / "out")
 
@@ -662,7 +604,7 @@ case("out: rerun a finished study with a bad analysis value")(
 def _(w, tmp):
     out = w.copy_finished(tmp)
     data, tasks = w.copy_data(tmp), w.copy_tasks(tmp)
-    (tasks / "critiques.toml").write_text(REVIEWS.replace('"reviews"', '"critiques"'))
+    (tasks / "critiques.toml").write_text(REVIEWS_TASK.replace('"reviews"', '"critiques"'))
     write_jsonl(data / "critiques" / "train.jsonl", [{"id": "a", "text": "fine", "label": 1}, {"id": "a", "text": "bad", "label": 0}])
     write_jsonl(data / "critiques" / "test.jsonl", [{"id": "b", "text": "fine", "label": 1}])
     study = w.study(tmp, ('sources = ["reviews", "sums"]', 'sources = ["reviews", "sums", "critiques"]'), tasks=tasks)
@@ -674,7 +616,7 @@ def _(w, tmp):
 def _(w, tmp):
     out = w.copy_finished(tmp)
     data, tasks = w.copy_data(tmp), w.copy_tasks(tmp)
-    (tasks / "critiques.toml").write_text(REVIEWS.replace('"reviews"', '"critiques"'))
+    (tasks / "critiques.toml").write_text(REVIEWS_TASK.replace('"reviews"', '"critiques"'))
     write_jsonl(data / "critiques" / "train.jsonl", [{"id": "a", "text": "fine", "label": 1}])
     (data / "critiques" / "test.jsonl").write_text('{"id": "b", "text": "fine", "label": 1}\n{"id": "c", "text": \n')
     study = w.study(tmp, ('targets = ["reviews", "sums"]', 'targets = ["reviews", "sums", "critiques"]'), tasks=tasks)
@@ -942,7 +884,7 @@ case("out: a refused rerun names each changed setting, old and new")(
 @case("predict: a study too small to predict from")
 def _(w, tmp):
     out, tasks = w.copy_finished(tmp), w.copy_tasks(tmp)
-    (tasks / "critiques.toml").write_text(REVIEWS.replace('"reviews"', '"critiques"').replace('path = "critiques"', 'path = "reviews"'))
+    (tasks / "critiques.toml").write_text(REVIEWS_TASK.replace('"reviews"', '"critiques"').replace('path = "critiques"', 'path = "reviews"'))
     return Case(["predict", out, tasks / "critiques.toml"], ["needs at least 5 sources", "this study has 2"], out)
 
 
@@ -998,17 +940,6 @@ PATCHES: list[tuple[str, object]] = []
 # ---------------------------------------------------------------- the walk
 
 
-def traitmap(monkeypatch, capsys, args) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["traitmap", *map(str, args)])
-    try:
-        cli.entrypoint()
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    captured = capsys.readouterr()
-    return code, captured.out + captured.err
-
-
 def test_the_catalogue_has_at_least_60_cases():
     assert len(CASES) >= 60
 
@@ -1027,7 +958,8 @@ def test_bad_input_is_one_line_and_leaves_no_trace(name, world, tmp_path, monkey
         monkeypatch.setattr(target, replacement)
     before = tree(c.watch) if c.watch is not None else None
     try:
-        code, output = traitmap(monkeypatch, capsys, c.args)
+        code, out, err = traitmap(monkeypatch, capsys, *c.args)
+        output = out + err
     finally:
         while HELD:
             os.close(HELD.pop())

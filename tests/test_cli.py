@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import traitmap
 
 from traitmap import cli, tasks
 from traitmap.errors import TraitmapError
@@ -19,18 +20,6 @@ targets = ["imdb", "gsm8k", "goat"]
 [train]
 steps = 2
 '''
-
-
-def traitmap(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    """Run `traitmap ARGS` in this process through cli.entrypoint: (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["traitmap", *map(str, args)])
-    try:
-        cli.entrypoint()
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_tasks_list_names_the_builtin_tasks(monkeypatch, capsys):

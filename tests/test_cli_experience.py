@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 import random
 import re
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import traitmap
 from typer.testing import CliRunner
 
 from traitmap import cli
@@ -36,15 +36,9 @@ def invoke(*args: str):
 
 
 def entry(monkeypatch, capsys, *args: str) -> tuple[int, str]:
-    """The installed command's path: `traitmap ...` through cli.entrypoint (error handling included)."""
-    monkeypatch.setattr(sys, "argv", ["traitmap", *args])
-    code = 0
-    try:
-        cli.entrypoint()
-    except SystemExit as e:
-        code = e.code
-    captured = capsys.readouterr()
-    return code, " ".join((captured.out + captured.err).split())  # Rich wraps at 80 columns here
+    """`traitmap ...` through cli.entrypoint: (exit code, all it printed on one line; Rich wraps at 80 columns here)."""
+    code, out, err = traitmap(monkeypatch, capsys, *args)
+    return code, " ".join((out + err).split())
 
 
 def record(model: str, seed: int, task: str, i: int, correct: bool) -> dict:

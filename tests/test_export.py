@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from rich.console import Console
-from test_run import make_config
+from helpers import copy_of, make_config, run_study
 
-from traitmap import run
 from traitmap.api import Study
 from traitmap.errors import TraitmapError
 from traitmap.export import export_study, rewrite_metric_files
@@ -23,12 +20,13 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory, tiny_model_dir, data_dir):
+def exported(tmp_path_factory, micro_study, data_dir):
+    """The session's micro study, copied and analysed, and its export."""
+    config, trained = micro_study
     folder = tmp_path_factory.mktemp("exported")
-    config = make_config(folder, tiny_model_dir)
-    run.run_study(config, folder / "out", data_dir, console=Console(file=io.StringIO()),
-                  steps=("train", "evaluate", "analyze"))
-    return folder / "out", export_study(Study.load(folder / "out"), folder / "published")
+    out = copy_of(trained, folder)
+    run_study(config, out, data_dir, steps=("analyze",))
+    return out, export_study(Study.load(out), folder / "published")
 
 
 def test_export_keeps_results_and_drops_the_store_and_adapters(exported):
@@ -68,7 +66,7 @@ def test_exporting_again_gives_the_same_bytes(exported, tmp_path):
 def test_an_unfinished_study_or_a_foreign_folder_is_refused(tmp_path, tiny_model_dir, data_dir, exported):
     out, _ = exported
     config = make_config(tmp_path, tiny_model_dir)
-    run.run_study(config, tmp_path / "half", data_dir, console=Console(file=io.StringIO()), steps=("train",))
+    run_study(config, tmp_path / "half", data_dir, steps=("train",))
     with pytest.raises(TraitmapError, match="not finished"):
         export_study(Study.load(tmp_path / "half"), tmp_path / "published")
     keep = tmp_path / "mine"
@@ -104,8 +102,7 @@ max_new_tokens = {{goat = 6}}
 
 def test_steps_auto_runs_end_to_end_and_its_training_is_exported_and_reported(tmp_path, tiny_model_dir, data_dir):
     config = make_config(tmp_path, tiny_model_dir, AUTO_STUDY)
-    run.run_study(config, tmp_path / "out", data_dir, console=Console(file=io.StringIO()),
-                  steps=("train", "evaluate", "report"))
+    run_study(config, tmp_path / "out", data_dir, steps=("train", "evaluate", "report"))
     published = export_study(Study.load(tmp_path / "out"), tmp_path / "published")
     adapters = pd.read_csv(published / "adapters.csv")
     assert list(adapters.columns) == ["adapter", "seed", "steps_trained", "best_val_loss", "converged", "stopped_by",

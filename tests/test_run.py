@@ -1,6 +1,5 @@
 """A micro study on the tiny model and real tasks: results, resume, refusals, broken adapters, kills."""
 
-import io
 import json
 import shutil
 import sqlite3
@@ -9,115 +8,74 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from rich.console import Console
+from helpers import MICRO_SOURCES, MICRO_STUDY, MICRO_TARGETS, assert_same_records, copy_of, make_config, run_study
 
+from traitmap import metrics
 from traitmap import plan as study_plan
-from traitmap import metrics, run, study
 from traitmap.api import Study
 from traitmap.errors import TraitmapError
 
-STUDY = '''name = "micro"
-base_model = "{model}"
-sources = ["flipkart", "gsm8k"]
-targets = ["imdb", "gsm8k", "goat"]
-
-[train]
-steps = 2
-examples = 8
-batch_size = 2
-max_length = 64
-
-[eval]
-examples = 4
-batch_size = 4
-max_new_tokens = {{gsm8k = 6, goat = 6}}
-'''
-SOURCES, TARGETS = ["flipkart", "gsm8k"], ["imdb", "gsm8k", "goat"]
-
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def make_config(tmp_path, tiny_model_dir, text=STUDY):
-    path = tmp_path / "micro.toml"
-    path.write_text(text.format(model=tiny_model_dir))
-    return study.load(path)
-
-
-def run_study(config, out, data_dir, steps=("train", "evaluate")):
-    return run.run_study(config, out, data_dir, console=Console(file=io.StringIO()), steps=steps)
 
 
 def fail(*args, **kwargs):
     raise AssertionError("finished work was recomputed")
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory, tiny_model_dir, data_dir):
-    """The micro study, run once to the end without interruption."""
-    folder = tmp_path_factory.mktemp("micro")
-    config = make_config(folder, tiny_model_dir)
-    run_study(config, folder / "out", data_dir)
-    return config, folder / "out"
-
-
-def copy_of(out, tmp_path) -> Path:
-    return Path(shutil.copytree(out, tmp_path / "copy"))
-
-
 def test_plan_lists_every_adapter_and_cell(tmp_path, tiny_model_dir):
-    config = make_config(tmp_path, tiny_model_dir, STUDY.replace('targets', 'seeds = [0, 1]\ntargets'))
+    config = make_config(tmp_path, tiny_model_dir, MICRO_STUDY.replace('targets', 'seeds = [0, 1]\ntargets'))
     plan = study_plan.make_plan(config)
     assert plan.adapters == [("flipkart", 0), ("flipkart", 1), ("gsm8k", 0), ("gsm8k", 1)]
-    assert plan.cells[:3] == [("base", -1, t) for t in TARGETS]
+    assert plan.cells[:3] == [("base", -1, t) for t in MICRO_TARGETS]
     assert len(plan.cells) == 3 + 4 * 3 and plan.todo_cells == plan.cells
     assert study_plan.model_names(config) == ["base", "flipkart", "gsm8k"]
 
 
 def test_unknown_or_untrainable_tasks_are_refused(tmp_path, tiny_model_dir):
     with pytest.raises(TraitmapError, match="nosuchtask"):
-        study_plan.check_tasks(make_config(tmp_path, tiny_model_dir, STUDY.replace('"goat"]', '"nosuchtask"]')))
+        study_plan.check_tasks(make_config(tmp_path, tiny_model_dir, MICRO_STUDY.replace('"goat"]', '"nosuchtask"]')))
     with pytest.raises(TraitmapError):
-        study_plan.check_tasks(make_config(tmp_path, tiny_model_dir, STUDY.replace('["flipkart"', '["metamath_gsm8k_backward"')))
+        study_plan.check_tasks(make_config(tmp_path, tiny_model_dir,
+                                           MICRO_STUDY.replace('["flipkart"', '["metamath_gsm8k_backward"')))
 
 
-def test_micro_study_writes_its_results(finished):
-    config, out = finished
+def test_micro_study_writes_its_results(micro_study):
+    config, out = micro_study
     for name in ("matrix.csv", "gains.csv", "config.json", study_plan.DB_FILE):
         assert (out / name).is_file(), name
     matrix = pd.read_csv(out / "matrix.csv", index_col=0)
-    assert list(matrix.index) == ["base", *SOURCES] and list(matrix.columns) == TARGETS
+    assert list(matrix.index) == ["base", *MICRO_SOURCES] and list(matrix.columns) == MICRO_TARGETS
     assert matrix.notna().all().all()
     gains = pd.read_csv(out / "gains.csv", index_col=0)
-    assert list(gains.index) == SOURCES
-    assert gains.to_numpy() == pytest.approx((matrix.loc[SOURCES] - matrix.loc["base"]).to_numpy(), abs=1e-5)
+    assert list(gains.index) == MICRO_SOURCES
+    assert gains.to_numpy() == pytest.approx((matrix.loc[MICRO_SOURCES] - matrix.loc["base"]).to_numpy(), abs=1e-5)
     assert json.loads((out / "config.json").read_text())["config"]["name"] == "micro"
-    for source in SOURCES:
+    for source in MICRO_SOURCES:
         assert (out / "adapters" / source / "seed0" / "adapter_config.json").is_file()
     assert not list(out.rglob("*.tmp"))
 
 
-def test_every_cell_holds_the_same_examples(finished):
-    _, out = finished
+def test_every_cell_holds_the_same_examples(micro_study):
+    _, out = micro_study
     records = Study.load(out).records()
     assert len(records) == 9 * 4
     by_cell = records.groupby(["model", "task"])["example_id"].apply(tuple)
-    for task in TARGETS:
-        assert len({by_cell[(model, task)] for model in ["base", *SOURCES]}) == 1
+    for task in MICRO_TARGETS:
+        assert len({by_cell[(model, task)] for model in ["base", *MICRO_SOURCES]}) == 1
     generated = records[records["task"].isin(["gsm8k", "goat"])]
     assert generated["output_tokens"].max() <= 6  # the [eval] max_new_tokens table is used
 
 
-def test_adapters_are_really_evaluated(finished):
+def test_adapters_are_really_evaluated(micro_study):
     """An adapter's scores differ from the base model's: no silent fall-back to the base."""
-    _, out = finished
+    _, out = micro_study
     records = Study.load(out).records(task="imdb")
-    scores = {m: records[records["model"] == m]["logprobs"].map(json.loads).tolist() for m in ["base", *SOURCES]}
+    scores = {m: records[records["model"] == m]["logprobs"].map(json.loads).tolist() for m in ["base", *MICRO_SOURCES]}
     assert scores["base"] != scores["flipkart"] and scores["flipkart"] != scores["gsm8k"]
 
 
-def test_rerun_recomputes_nothing(finished, data_dir, tmp_path, monkeypatch):
-    config, out = finished
+def test_rerun_recomputes_nothing(micro_study, data_dir, tmp_path, monkeypatch):
+    config, out = micro_study
     out = copy_of(out, tmp_path)
     before = (out / "matrix.csv").read_text()
     monkeypatch.setattr("traitmap.executors.local.run_train_job", fail)
@@ -127,12 +85,12 @@ def test_rerun_recomputes_nothing(finished, data_dir, tmp_path, monkeypatch):
     assert len(Study.load(out).runs) == 2
 
 
-def test_a_new_target_evaluates_only_its_cells(finished, data_dir, tmp_path, tiny_model_dir, monkeypatch):
+def test_a_new_target_evaluates_only_its_cells(micro_study, data_dir, tmp_path, tiny_model_dir, monkeypatch):
     from traitmap import jobs
 
-    _, out = finished
+    _, out = micro_study
     out = copy_of(out, tmp_path)
-    config = make_config(tmp_path, tiny_model_dir, STUDY.replace('"goat"]', '"goat", "tweeteval_offensive"]'))
+    config = make_config(tmp_path, tiny_model_dir, MICRO_STUDY.replace('"goat"]', '"goat", "tweeteval_offensive"]'))
     calls = []
 
     def recorded(job, *args):
@@ -142,8 +100,8 @@ def test_a_new_target_evaluates_only_its_cells(finished, data_dir, tmp_path, tin
     monkeypatch.setattr("traitmap.executors.local.run_train_job", fail)
     monkeypatch.setattr("traitmap.executors.local.run_eval_job", recorded)
     run_study(config, out, data_dir)
-    assert calls == [("tweeteval_offensive", ["base", *SOURCES])]
-    assert list(Study.load(out).matrix.columns) == [*TARGETS, "tweeteval_offensive"]
+    assert calls == [("tweeteval_offensive", ["base", *MICRO_SOURCES])]
+    assert list(Study.load(out).matrix.columns) == [*MICRO_TARGETS, "tweeteval_offensive"]
 
 
 @pytest.mark.parametrize("change, field", [
@@ -151,11 +109,12 @@ def test_a_new_target_evaluates_only_its_cells(finished, data_dir, tmp_path, tin
     (("examples = 4", "examples = 5"), "eval"),
     (('sources = ["flipkart", "gsm8k"]', 'sources = [{{task = "gsm8k", name = "flipkart"}}]'), "sources"),
 ])
-def test_changed_settings_in_the_same_out_dir_are_refused(finished, data_dir, tmp_path, tiny_model_dir, change, field):
-    _, out = finished
+def test_changed_settings_in_the_same_out_dir_are_refused(micro_study, data_dir, tmp_path, tiny_model_dir, change,
+                                                          field):
+    _, out = micro_study
     out = copy_of(out, tmp_path)
     saved = (out / "config.json").read_text()
-    config = make_config(tmp_path, tiny_model_dir, STUDY.replace(*change))
+    config = make_config(tmp_path, tiny_model_dir, MICRO_STUDY.replace(*change))
     with pytest.raises(TraitmapError) as caught:
         run_study(config, out, data_dir)
     assert caught.value.field == field and "config.json" in str(caught.value)
@@ -175,8 +134,8 @@ def break_adapter(folder: Path, how: str) -> None:
 
 
 @pytest.mark.parametrize("how", ["garbage", "missing", "no_lora_weights"])
-def test_a_broken_adapter_is_an_error_never_the_base_model(finished, data_dir, tmp_path, how):
-    config, out = finished
+def test_a_broken_adapter_is_an_error_never_the_base_model(micro_study, data_dir, tmp_path, how):
+    config, out = micro_study
     out = copy_of(out, tmp_path)
     with sqlite3.connect(out / study_plan.DB_FILE) as db:
         db.execute("DELETE FROM cells WHERE model = 'flipkart'")
@@ -187,10 +146,10 @@ def test_a_broken_adapter_is_an_error_never_the_base_model(finished, data_dir, t
 
 
 def test_a_damaged_adapter_is_named_before_anything_is_written_and_retrain_replaces_it(
-        finished, data_dir, tmp_path, monkeypatch):
+        micro_study, data_dir, tmp_path, monkeypatch):
     from traitmap import jobs
 
-    config, out = finished
+    config, out = micro_study
     out = copy_of(out, tmp_path)
     before = {name: (out / name).read_bytes() for name in ("config.json", "matrix.csv")}
     kept = (out / "adapters" / "gsm8k" / "seed0" / "adapter_model.safetensors").read_bytes()
@@ -213,13 +172,12 @@ def test_a_damaged_adapter_is_named_before_anything_is_written_and_retrain_repla
 
     monkeypatch.setattr("traitmap.executors.local.run_train_job", train)
     monkeypatch.setattr("traitmap.executors.local.run_eval_job", evaluate)
-    run.run_study(config, out, data_dir, console=Console(file=io.StringIO()), steps=("train", "evaluate"),
-                  retrain=("flipkart",))
-    assert trained == ["flipkart"] and evaluated == [(target, ["flipkart"]) for target in TARGETS]
+    run_study(config, out, data_dir, retrain=("flipkart",))
+    assert trained == ["flipkart"] and evaluated == [(target, ["flipkart"]) for target in MICRO_TARGETS]
     assert (out / "matrix.csv").read_bytes() == before["matrix.csv"]  # the same seed trains the same adapter
     assert (out / "adapters" / "gsm8k" / "seed0" / "adapter_model.safetensors").read_bytes() == kept
     with pytest.raises(TraitmapError, match="not a source"):
-        run.run_study(config, out, data_dir, console=Console(file=io.StringIO()), retrain=("imdb",))
+        run_study(config, out, data_dir, steps=("train", "evaluate", "analyze", "report"), retrain=("imdb",))
 
 
 def test_evaluating_before_training_is_refused(tmp_path, tiny_model_dir, data_dir):
@@ -229,10 +187,10 @@ def test_evaluating_before_training_is_refused(tmp_path, tiny_model_dir, data_di
 
 
 def test_a_killed_study_keeps_finished_cells_and_resumes_to_the_same_matrix(
-        finished, tiny_model_dir, data_dir, tmp_path, monkeypatch):
+        micro_study, tiny_model_dir, data_dir, tmp_path, monkeypatch):
     from traitmap import jobs
 
-    config, complete = finished
+    config, complete = micro_study
     cells = []
 
     def killed_on_third_cell(*args):
@@ -259,19 +217,8 @@ def test_a_killed_study_keeps_finished_cells_and_resumes_to_the_same_matrix(
     assert_same_records(resumed.records(), reference.records())
 
 
-def assert_same_records(got: pd.DataFrame, want: pd.DataFrame) -> None:
-    """Every field equal; log-probabilities to 1e-5, since a resumed cell shares its batches
-    with other cells than before and fp32 sums then round differently in the last bits."""
-    key = ["model", "task", "example_id"]
-    got, want = (frame.sort_values(key).reset_index(drop=True) for frame in (got, want))
-    pd.testing.assert_frame_equal(got.drop(columns="logprobs"), want.drop(columns="logprobs"))
-    for a, b in zip(got["logprobs"], want["logprobs"]):
-        a, b = json.loads(a or "{}"), json.loads(b or "{}")
-        assert a.keys() == b.keys() and all(abs(a[k] - b[k]) < 1e-5 for k in a)
-
-
-def test_every_cell_stores_its_tasks_metrics(finished):
-    study = Study.load(finished[1])
+def test_every_cell_stores_its_tasks_metrics(micro_study):
+    study = Study.load(micro_study[1])
     cells, records = study.cells.set_index(["model", "task"]), study.records()
     for (model, task), cell in records.groupby(["model", "task"]):
         stored = cells.loc[(model, task)]
@@ -293,10 +240,10 @@ def test_every_cell_stores_its_tasks_metrics(finished):
         study.matrix_in("f1")
 
 
-def test_a_store_from_before_cell_metrics_gets_them_when_opened(finished, tmp_path):
-    _, out = finished
+def test_a_store_from_before_cell_metrics_gets_them_when_opened(micro_study, tmp_path):
+    _, out = micro_study
     out = copy_of(out, tmp_path)
-    original = Study.load(finished[1])
+    original = Study.load(micro_study[1])
     want, want_rates = original.cells, original.answer_rates()
     with sqlite3.connect(out / study_plan.DB_FILE) as db:
         db.execute("DROP TABLE cell_metrics")
@@ -312,12 +259,12 @@ def test_a_store_from_before_cell_metrics_gets_them_when_opened(finished, tmp_pa
 
 
 def test_the_matrix_in_balanced_accuracy_scores_an_always_majority_adapter_at_chance(
-        finished, data_dir, tmp_path, tiny_model_dir):
+        micro_study, data_dir, tmp_path, tiny_model_dir):
     from traitmap import analysis, tasks
 
-    _, out = finished
+    _, out = micro_study
     out = copy_of(out, tmp_path)
-    text = STUDY.replace('"goat"]', '"goat", "flipkart"]') + '\n[analysis]\nmetric = "balanced_accuracy"\n'
+    text = MICRO_STUDY.replace('"goat"]', '"goat", "flipkart"]') + '\n[analysis]\nmetric = "balanced_accuracy"\n'
     run_study(make_config(tmp_path, tiny_model_dir, text), out, data_dir, steps=("evaluate",))
     study = Study.load(out)
     assert json.loads((out / "config.json").read_text())["matrix_metric"] == "balanced_accuracy"
@@ -359,16 +306,16 @@ class CountingBackend(HFBackend):
 '''
 
 
-def test_an_engine_from_an_installed_package_runs_the_study(finished, tmp_path, tiny_model_dir, data_dir,
+def test_an_engine_from_an_installed_package_runs_the_study(micro_study, tmp_path, tiny_model_dir, data_dir,
                                                             install_package):
     install_package("traitmap_counting", COUNTING_ENGINE,
                     {"traitmap.backends": {"counting": "traitmap_counting:CountingBackend"}})
-    text = STUDY.replace("batch_size = 4\n", 'batch_size = 4\nbackend = "counting"\nbackend_args = {tag = "micro"}\n')
+    text = MICRO_STUDY.replace("batch_size = 4\n", 'batch_size = 4\nbackend = "counting"\nbackend_args = {tag = "micro"}\n')
     run_study(make_config(tmp_path, tiny_model_dir, text), tmp_path / "out", data_dir)
 
     import traitmap_counting
 
-    through_it, through_hf = Study.load(tmp_path / "out"), Study.load(finished[1])
+    through_it, through_hf = Study.load(tmp_path / "out"), Study.load(micro_study[1])
     assert traitmap_counting.CountingBackend.answered == {"micro": len(through_it.records())} != {"micro": 0}
     assert through_it.config.eval.backend_args == {"tag": "micro"}
     pd.testing.assert_frame_equal(through_it.matrix, through_hf.matrix)

@@ -14,18 +14,15 @@ import uuid
 from pathlib import Path
 
 import pytest
+from helpers import needs_bwrap, traitmap
 
-from traitmap import cli, sandbox, tasks
+from traitmap import sandbox, tasks
 from traitmap.api import Study
 from traitmap.backends import Backend, Response
 from traitmap.backends import base as backend_registry
 from traitmap.errors import TraitmapError
 from traitmap.sandbox import run_python
 
-# Skipped only where bubblewrap is not installed (CI installs it): an installed bwrap that
-# does not work here is a failure to see, not a reason to skip.
-needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None,
-                                 reason="bwrap is not installed (the Debian package bubblewrap)")
 SECRET = "the user's own words\n"
 
 
@@ -318,16 +315,11 @@ def write_study(tmp_path: Path, model: Path, problems: dict[str, str]) -> Path:
     return study
 
 
-def traitmap(monkeypatch, capsys, data: Path, *args) -> tuple[int, str]:
+def traitmap_on(data: Path, monkeypatch, capsys, *args) -> tuple[int, str]:
+    """`traitmap ARGS` in this process with `data` as the data folder: (exit code, all it printed)."""
     monkeypatch.setenv("TRAITMAP_DATA_DIR", str(data))
-    monkeypatch.setattr(sys, "argv", ["traitmap", *map(str, args)])
-    try:
-        cli.entrypoint()
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    captured = capsys.readouterr()
-    return code, captured.out + captured.err
+    code, out, err = traitmap(monkeypatch, capsys, *args)
+    return code, out + err
 
 
 def scores(out: Path) -> dict[str, float]:
@@ -347,8 +339,8 @@ def test_hostile_answers_are_contained_in_a_real_run(tmp_path, tiny_model_dir, u
     try:
         study = write_study(tmp_path, tiny_model_dir, hostile_programs(user_files, home_probe, server.getsockname()[1]))
         start = time.monotonic()
-        code, output = traitmap(monkeypatch, capsys, tmp_path / "data", "run", study, "--out", tmp_path / "out",
-                                "--no-analyze")
+        code, output = traitmap_on(tmp_path / "data", monkeypatch, capsys, "run", study, "--out", tmp_path / "out",
+                                   "--no-analyze")
         assert code == 0, output
         assert time.monotonic() - start < 120
         assert sorted(p.name for p in user_files.iterdir()) == ["notes.txt"]
@@ -372,16 +364,16 @@ def test_running_unsandboxed_is_an_opt_in_recorded_in_the_config(tmp_path, tiny_
     out = tmp_path / "out"
     with monkeypatch.context() as without_bwrap:
         without_bwrap.setattr(shutil, "which", lambda name, *args, **kwargs: None)
-        code, output = traitmap(monkeypatch, capsys, tmp_path / "data", "run", study, "--out", out, "--no-analyze")
+        code, output = traitmap_on(tmp_path / "data", monkeypatch, capsys, "run", study, "--out", out, "--no-analyze")
         assert code == 2 and not out.exists(), output
         assert "bubblewrap" in output and "--unsandboxed-code" in output and len(output.strip().splitlines()) == 1
-        code, output = traitmap(monkeypatch, capsys, tmp_path / "data", "run", study, "--out", out, "--no-analyze",
-                                "--unsandboxed-code")
+        code, output = traitmap_on(tmp_path / "data", monkeypatch, capsys, "run", study, "--out", out, "--no-analyze",
+                                   "--unsandboxed-code")
         assert code == 0, output
     assert scores(out) == {"add right": 1.0, "add wrong": 0.0}
     saved = json.loads((out / "config.json").read_text())
     assert saved["config"]["eval"]["code_execution"] == "unsandboxed"
     if sandbox.sandbox_problem() is None:  # a later sandboxed run of the same study resumes it
-        code, output = traitmap(monkeypatch, capsys, tmp_path / "data", "run", study, "--out", out, "--no-analyze")
+        code, output = traitmap_on(tmp_path / "data", monkeypatch, capsys, "run", study, "--out", out, "--no-analyze")
         assert code == 0, output
         assert json.loads((out / "config.json").read_text())["config"]["eval"]["code_execution"] == "sandboxed"

@@ -14,8 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from test_bad_input import REVIEWS, SUMS, rows, write_jsonl
+from helpers import REVIEWS_TASK, SUMS_TASK, rows, write_jsonl
 
 URGENCY = '''name = "urgency"
 description = "Customer messages, urgent or normal (synthetic)."
@@ -85,7 +84,7 @@ def reviews(path: Path, negative: int, positive: int) -> list[dict]:
 def user_folder(root: Path, model: Path, data_dir: Path, sources: str) -> Path:
     """A study folder as the tutorial builds one: tasks/, data/ and study.toml side by side."""
     (root / "tasks").mkdir(parents=True)
-    for name, text in (("urgency", URGENCY), ("reviews", REVIEWS), ("sums", SUMS)):
+    for name, text in (("urgency", URGENCY), ("reviews", REVIEWS_TASK), ("sums", SUMS_TASK)):
         (root / "tasks" / f"{name}.toml").write_text(text)
     data = root / "data"
     write_jsonl(data / "urgency" / "train.jsonl", messages(24))

@@ -3,16 +3,14 @@ matrix and records, also when a training worker and an evaluation worker are kil
 and `traitmap run --executor ray` works from the command line."""
 
 import dataclasses
-import io
 import os
 import signal
 import sqlite3
-import sys
 
 import pytest
-from rich.console import Console
+from helpers import MICRO_STUDY, assert_same_records, make_config, run_study, traitmap
 
-from traitmap import cli, run, study, tasks
+from traitmap import run, study, tasks
 from traitmap.api import Study
 from traitmap.errors import TraitmapError
 from traitmap.jobs import EvalJob
@@ -20,24 +18,19 @@ from traitmap.plan import DB_FILE
 
 ray = pytest.importorskip("ray")
 
-from test_run import STUDY, assert_same_records, make_config  # noqa: E402  (tests/ is on sys.path: conftest)
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 CELLS = 3 * 3  # (base + 2 adapters) x 3 targets
 
 
-def run_study(config, out, data_dir, executor, address=None, **options):
+def run_on(executor, config, out, data_dir, address=None, **options):
     config = dataclasses.replace(config, run=study.where_to_run(config.run, executor, address))
-    return run.run_study(config, out, data_dir, console=Console(file=io.StringIO()), steps=("train", "evaluate"),
-                         executor_options=options)
+    return run_study(config, out, data_dir, executor_options=options)
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory, tiny_model_dir, data_dir):
-    """The micro study through the local executor."""
-    folder = tmp_path_factory.mktemp("local")
-    run_study(make_config(folder, tiny_model_dir), folder / "out", data_dir, "local")
-    return folder / "out"
+@pytest.fixture
+def reference(micro_study):
+    """The micro study through the local executor: the session's, trained once."""
+    return micro_study[1]
 
 
 @pytest.fixture
@@ -55,7 +48,7 @@ def assert_same_study(out, reference):
 
 def test_ray_gives_the_local_matrix_and_records(cluster, reference, tmp_path, tiny_model_dir, data_dir):
     config, out = make_config(tmp_path, tiny_model_dir), tmp_path / "out"
-    run_study(config, out, data_dir, "ray")
+    run_on("ray", config, out, data_dir)
     assert_same_study(out, reference)
     assert not list(out.rglob("*.tmp"))
 
@@ -110,7 +103,7 @@ def test_killed_workers_change_nothing(cluster, reference, tmp_path, tiny_model_
     monkeypatch.setattr(Store, "add_cell", lambda self, *a, **k: (writes.append(("cell", *a[:3])), add_cell(self, *a, **k))[1])
     monkeypatch.setattr(run, "save_adapter", lambda trained, path: (writes.append(("adapter", path)), save_adapter(trained, path))[1])
     monkeypatch.setattr(ray_executor, "RayExecutor", Recorded)
-    run_study(make_config(tmp_path, tiny_model_dir), tmp_path / "out", data_dir, "ray", on_start=kill_first)
+    run_on("ray", make_config(tmp_path, tiny_model_dir), tmp_path / "out", data_dir, on_start=kill_first)
 
     assert set(killed) == {"train", "eval"}
     trained_twice = [name for kind, name, pid in starts if kind == "train" and pid == killed["train"]]
@@ -125,14 +118,12 @@ def test_killed_workers_change_nothing(cluster, reference, tmp_path, tiny_model_
 def test_cli_run_with_executor_ray(reference, tmp_path, tiny_model_dir, data_dir, monkeypatch, capsys):
     """No cluster running: the executor starts a local one for the run and stops it at the end."""
     path = tmp_path / "micro.toml"
-    path.write_text(STUDY.format(model=tiny_model_dir))
+    path.write_text(MICRO_STUDY.format(model=tiny_model_dir))
     out = tmp_path / "out"
-    monkeypatch.setattr(sys, "argv", ["traitmap", "run", str(path), "--out", str(out), "--data-dir", str(data_dir),
-                                      "--executor", "ray", "--no-analyze"])
-    with pytest.raises(SystemExit) as ended:
-        cli.entrypoint()
-    assert ended.value.code == 0
-    assert "matrix:" in capsys.readouterr().out
+    code, stdout, _ = traitmap(monkeypatch, capsys, "run", path, "--out", out, "--data-dir", data_dir,
+                               "--executor", "ray", "--no-analyze")
+    assert code == 0
+    assert "matrix:" in stdout
     assert not ray.is_initialized()
     assert_same_study(out, reference)
 
@@ -142,8 +133,8 @@ def test_an_unreachable_address_fails_at_once_and_writes_nothing(tmp_path, tiny_
 
     start = time.monotonic()
     with pytest.raises(TraitmapError, match="cannot reach the Ray cluster at 127.0.0.1:1"):
-        run_study(make_config(tmp_path, tiny_model_dir), tmp_path / "out", data_dir, "ray", address="127.0.0.1:1",
-                  connect_timeout=5)
+        run_on("ray", make_config(tmp_path, tiny_model_dir), tmp_path / "out", data_dir, address="127.0.0.1:1",
+               connect_timeout=5)
     assert time.monotonic() - start < 60 and not (tmp_path / "out").exists() and not ray.is_initialized()
 
 

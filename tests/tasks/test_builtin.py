@@ -2,11 +2,10 @@
 gold answers score as correct."""
 
 import pytest
+from helpers import needs_bwrap
 
 from traitmap import parsers, tasks
 from traitmap.errors import TraitmapError
-
-from test_sandbox import needs_bwrap  # tests/ is on sys.path (conftest)
 
 BUILTIN = ["amazon_polarity", "evol_instruct_code", "flipkart", "goat", "gsm8k", "humaneval", "imdb", "mbpp",
            "metamath_gsm8k_backward", "mnli", "msrp_paraphrase", "tweeteval_offensive"]
