@@ -21,6 +21,7 @@ import random
 import re
 import zlib
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -387,13 +388,22 @@ def cut_text(text: str, max_chars: int, marker: str = "") -> str:
     return cut.rstrip() + marker
 
 
-_VARIANTS = {
-    # kind: (function, required params, optional params, only for choice tasks)
-    "mislabel": (mislabel, set(), {"fraction"}, True),
-    "balance": (balance, set(), set(), True),
-    "imbalance": (imbalance, {"ratio"}, set(), True),
-    "subsample": (subsample, {"n"}, set(), False),
-    "truncate": (truncate, {"max_chars"}, set(), False),
+@dataclass(frozen=True)
+class Variant:
+    """A source variant: the function that makes it and the parameters a study may give it."""
+
+    function: Callable[..., list]
+    required: frozenset[str] = frozenset()
+    optional: frozenset[str] = frozenset()
+    choice_only: bool = False  # it changes labels, so only a choice task has it
+
+
+VARIANTS: dict[str, Variant] = {
+    "mislabel": Variant(mislabel, optional=frozenset({"fraction"}), choice_only=True),
+    "balance": Variant(balance, choice_only=True),
+    "imbalance": Variant(imbalance, required=frozenset({"ratio"}), choice_only=True),
+    "subsample": Variant(subsample, required=frozenset({"n"})),
+    "truncate": Variant(truncate, required=frozenset({"max_chars"})),
 }
 
 
@@ -401,10 +411,11 @@ def apply_variant(examples: list, spec: dict[str, Any], task, seed: int) -> list
     """Apply one variant given as data, e.g. {"kind": "mislabel", "fraction": 1.0}."""
     params = dict(spec)
     kind = params.pop("kind", None)
-    if kind not in _VARIANTS:
-        raise TraitmapError(f"unknown variant kind {kind!r}; known: {', '.join(_VARIANTS)}", field="kind")
-    function, required, optional, choice_only = _VARIANTS[kind]
-    if choice_only and task.kind != "choice":
+    if kind not in VARIANTS:
+        raise TraitmapError(f"unknown variant kind {kind!r}; known: {', '.join(VARIANTS)}", field="kind")
+    variant = VARIANTS[kind]
+    required, optional = variant.required, variant.optional
+    if variant.choice_only and task.kind != "choice":
         raise TraitmapError(f"variant '{kind}' changes labels; task '{task.name}' is a {task.kind} task without labels",
                             field="kind")
     missing, unknown = required - set(params), set(params) - required - optional
@@ -415,7 +426,7 @@ def apply_variant(examples: list, spec: dict[str, Any], task, seed: int) -> list
         return mislabel(examples, seed=seed, labels=task.choices, **params)
     if kind == "truncate":
         return truncate(examples, **params)
-    return function(examples, seed=seed, **params)
+    return variant.function(examples, seed=seed, **params)
 
 
 def _require_labels(examples: list, variant: str) -> list:

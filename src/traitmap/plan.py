@@ -45,14 +45,6 @@ class Plan:
         return [c for c in self.cells if c not in self.done_cells]
 
 
-def check_tasks(config: StudyConfig) -> None:
-    """Every source and target names a known task; every source may be trained on
-    (`traitmap.validate` does this and more before a run)."""
-    from traitmap.validate import check_tasks as check
-
-    check(config)
-
-
 def make_plan(config: StudyConfig, store: Store | None = None) -> Plan:
     adapters = [(s.name, seed) for s in config.sources for seed in config.seeds]
     cells = [("base", -1, t) for t in config.targets]

@@ -205,7 +205,7 @@ EVAL_KEYS = {f.name for f in dataclasses.fields(EvalConfig)}
 RUN_KEYS = {f.name for f in dataclasses.fields(RunConfig)}
 
 
-def _line_of(text: str, key: str) -> int | None:
+def line_of(text: str, key: str) -> int | None:
     """Best-effort line number of `key = ...` in a TOML text, for error messages.
 
     A dotted key (`eval.examples`) is looked up inside its `[eval]` table first, so that
@@ -236,12 +236,12 @@ def _line_of(text: str, key: str) -> int | None:
 def line_of_value(text: str, key: str, value: str) -> int | None:
     """Line of a quoted `value` at or after the line of `key` (a task name inside
     `sources = [...]` or a `[[sources]]` table), else the key's own line."""
-    start = _line_of(text, key) or 1
+    start = line_of(text, key) or 1
     quoted = re.compile(rf"""(["']){re.escape(value)}\1""")
     for number, line in enumerate(text.splitlines()[start - 1:], start=start):
         if quoted.search(line.split("#", 1)[0]):
             return number
-    return _line_of(text, key)
+    return line_of(text, key)
 
 
 def load(path: str | os.PathLike) -> StudyConfig:
@@ -259,7 +259,7 @@ def load(path: str | os.PathLike) -> StudyConfig:
 
 def parse(raw: dict, *, path: Path | None = None, text: str = "") -> StudyConfig:
     def fail(msg: str, key: str) -> TraitmapError:
-        return TraitmapError(msg, file=path or "<study>", line=_line_of(text, key), field=key)
+        return TraitmapError(msg, file=path or "<study>", line=line_of(text, key), field=key)
 
     unknown = set(raw) - TOP_KEYS
     if unknown:
@@ -433,12 +433,12 @@ def _parse_sources(raw_sources, fail) -> list[Source]:
 
 def _check_variant(variant: dict, i: int, fail) -> None:
     """A known variant kind with its parameters, checked here rather than at training time."""
-    from traitmap.data import _VARIANTS
+    from traitmap.data import VARIANTS
 
     kind = variant["kind"]
-    if not isinstance(kind, str) or kind not in _VARIANTS:
-        raise fail(f"source #{i + 1}: unknown variant kind {kind!r} (choose from {', '.join(_VARIANTS)})", "variant")
-    _, required, optional, _ = _VARIANTS[kind]
+    if not isinstance(kind, str) or kind not in VARIANTS:
+        raise fail(f"source #{i + 1}: unknown variant kind {kind!r} (choose from {', '.join(VARIANTS)})", "variant")
+    required, optional = VARIANTS[kind].required, VARIANTS[kind].optional
     params = set(variant) - {"kind"}
     if required - params or params - required - optional:
         raise fail(f"source #{i + 1}: variant '{kind}' takes {sorted(required)} (required) and {sorted(optional)} "

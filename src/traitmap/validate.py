@@ -19,7 +19,7 @@ from pathlib import Path
 from traitmap import data, models, plan, sandbox, tasks
 from traitmap.errors import TraitmapError
 from traitmap.store import LOCK_FILE
-from traitmap.study import StudyConfig, _line_of, line_of_value
+from traitmap.study import StudyConfig, line_of, line_of_value
 
 
 def validate_study(config: StudyConfig, data_dir: Path | None, out_dir: Path | None = None,
@@ -56,7 +56,7 @@ class _StudyFile:
             self.text = ""
 
     def error(self, message: str, key: str, value: str | None = None) -> TraitmapError:
-        line = line_of_value(self.text, key, value) if value is not None else _line_of(self.text, key)
+        line = line_of_value(self.text, key, value) if value is not None else line_of(self.text, key)
         return TraitmapError(message, file=self.path, line=line, field=key)
 
     def moved(self, error: TraitmapError, key: str, value: str | None = None) -> TraitmapError:
@@ -130,8 +130,7 @@ def check_code_execution(config: StudyConfig, used: dict[str, tasks.Task], where
 
 def _check_variant_fits(source, task: tasks.Task, where: _StudyFile) -> None:
     kind = source.variant["kind"]
-    _, _, _, choice_only = data._VARIANTS[kind]
-    if choice_only and task.kind != "choice":
+    if data.VARIANTS[kind].choice_only and task.kind != "choice":
         raise where.error(f"source '{source.name}': variant '{kind}' changes labels, and task '{task.name}' is a "
                           f"{task.kind} task without labels", "variant", kind)
     unknown = sorted(set(source.variant.get("ratio", {})) - set(task.choices or []))
