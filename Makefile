@@ -8,7 +8,7 @@ export TRAITMAP_CACHE ?= $(HOME)/.cache/traitmap
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: demo test setup bench clean
+.PHONY: demo test test-fast setup bench clean
 
 $(BIN)/.installed: pyproject.toml requirements.lock
 	$(PY) -m venv $(VENV)
@@ -27,6 +27,10 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# While developing: everything but the tests marked slow (Ray clusters, browsers, the real model).
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
 
 # lm-eval is the benchmark's anchor only; the lock and the torch pin constrain what it brings.
 $(BIN)/.bench: $(BIN)/.installed

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 MICRO = Path(__file__).resolve().parents[1] / "studies" / "micro.toml"
 
 

@@ -328,6 +328,7 @@ def scores(out: Path) -> dict[str, float]:
 
 
 @needs_bwrap
+@pytest.mark.slow  # a whole study whose nine answers each run into a sandbox limit
 @pytest.mark.usefixtures("one_torch_thread", "planted")
 def test_hostile_answers_are_contained_in_a_real_run(tmp_path, tiny_model_dir, user_files, monkeypatch, capsys):
     monkeypatch.setattr(sandbox, "run_python", functools.partial(sandbox.run_python, memory_mb=256))

@@ -16,6 +16,9 @@ from pathlib import Path
 import pytest
 from helpers import REVIEWS_TASK, SUMS_TASK, rows, write_jsonl
 
+# Two whole studies through fresh processes, every analysis and a browser: minutes, not seconds.
+pytestmark = pytest.mark.slow
+
 URGENCY = '''name = "urgency"
 description = "Customer messages, urgent or normal (synthetic)."
 tags = ["classification"]

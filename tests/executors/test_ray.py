@@ -18,7 +18,7 @@ from traitmap.plan import DB_FILE
 
 ray = pytest.importorskip("ray")
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 CELLS = 3 * 3  # (base + 2 adapters) x 3 targets
 
 

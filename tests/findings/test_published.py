@@ -32,6 +32,7 @@ def published():
         os.chdir(previous)
 
 
+@pytest.mark.slow
 def test_findings_and_readme_regenerate_without_a_difference(published):
     """The same path as `traitmap findings ... --out docs/findings.md --readme README.md`."""
     studies, found = published
@@ -41,6 +42,7 @@ def test_findings_and_readme_regenerate_without_a_difference(published):
     assert README_START in readme and README_END in readme
 
 
+@pytest.mark.slow
 def test_every_claim_gets_a_verdict_and_every_rule_holds_its_rate(published):
     _, found = published
     assert len(found) == len(CLAIMS)
@@ -49,6 +51,7 @@ def test_every_claim_gets_a_verdict_and_every_rule_holds_its_rate(published):
     assert all(f.cause for f in found if f.verdict == INCONCLUSIVE)
 
 
+@pytest.mark.slow
 def test_the_findings_count_components_as_traits_json_does(published):
     studies, _ = published
     standard = studies[0][0]
