@@ -296,6 +296,21 @@ def parse(raw: dict, *, path: Path | None = None, text: str = "") -> StudyConfig
     if len(set(seeds)) != len(seeds):
         raise fail("a seed is listed twice", "seeds")
 
+    train = _parse_train(raw, fail)
+    ev = _parse_eval(raw, targets, fail)
+    analysis = dict(raw.get("analysis", {}))
+    _check_analysis(analysis, targets, fail)
+    run = _parse_run(raw, fail)
+    return StudyConfig(
+        name=raw["name"], base_model=raw["base_model"], sources=sources, targets=list(targets),
+        seeds=list(seeds), train=train, eval=ev, data_dir=_beside(raw.get("data_dir"), path),
+        task_dirs=[str((path.parent if path else Path(".")) / d) for d in task_dirs],
+        analysis=analysis, run=run, path=str(path) if path else None,
+    )
+
+
+def _parse_train(raw: dict, fail) -> TrainConfig:
+    """The [train] table over its preset."""
     train_raw = dict(raw.get("train", {}))
     preset = train_raw.pop("preset", "cpu")
     if not isinstance(preset, str) or preset not in PRESETS:
@@ -320,7 +335,11 @@ def parse(raw: dict, *, path: Path | None = None, text: str = "") -> StudyConfig
         values["scheduler"] = "constant_with_warmup"  # no decay to zero at an arbitrary step
     train = TrainConfig(preset=preset, **values)
     _check_train(train, fail)
+    return train
 
+
+def _parse_eval(raw: dict, targets: list[str], fail) -> EvalConfig:
+    """The [eval] table: its keys, the backend and its arguments, per-target limits."""
     eval_raw = raw.get("eval", {})
     bad = set(eval_raw) - EVAL_KEYS
     if bad:
@@ -351,10 +370,11 @@ def parse(raw: dict, *, path: Path | None = None, text: str = "") -> StudyConfig
         unknown_target = sorted(set(table) - set(targets))
         if unknown_target:
             raise fail(f"'{unknown_target[0]}' is not one of the targets ({', '.join(targets)})", f"eval.{key}")
+    return ev
 
-    analysis = dict(raw.get("analysis", {}))
-    _check_analysis(analysis, targets, fail)
 
+def _parse_run(raw: dict, fail) -> RunConfig:
+    """The [run] table: where jobs run (`where_to_run`)."""
     run_raw = raw.get("run", {})
     if not isinstance(run_raw, dict):
         raise fail("must be a table", "run")
@@ -368,13 +388,7 @@ def parse(raw: dict, *, path: Path | None = None, text: str = "") -> StudyConfig
         raise fail(e.message, f"run.{e.field}") from None
     if not (_number(run.connect_timeout) and run.connect_timeout > 0):
         raise fail(f"must be a positive number of seconds, got {run.connect_timeout!r}", "run.connect_timeout")
-
-    return StudyConfig(
-        name=raw["name"], base_model=raw["base_model"], sources=sources, targets=list(targets),
-        seeds=list(seeds), train=train, eval=ev, data_dir=_beside(raw.get("data_dir"), path),
-        task_dirs=[str((path.parent if path else Path(".")) / d) for d in task_dirs],
-        analysis=analysis, run=run, path=str(path) if path else None,
-    )
+    return run
 
 
 def _beside(data_dir: str | None, path: Path | None) -> str | None:
