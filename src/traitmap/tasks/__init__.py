@@ -68,7 +68,8 @@ from pathlib import Path
 from typing import Iterable
 
 from traitmap.errors import TraitmapError
-from traitmap.tasks.task import Example, Task, load_file
+from traitmap.tasks.schema import load_file
+from traitmap.tasks.task import Example, Task
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
 
