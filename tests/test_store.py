@@ -6,7 +6,8 @@ import os
 import pytest
 
 from traitmap import tasks
-from traitmap.store import RECORD_COLUMNS, Store
+from traitmap.record import RECORD_FIELDS
+from traitmap.store import Store
 
 
 def record(model="base", task="imdb", i=0, correct=1.0):
@@ -32,7 +33,7 @@ def test_add_cell_writes_records_and_score(store):
     assert store.done_cells() == {("base", -1, "imdb")}
     cells = store.cells()
     assert cells.loc[0, "n"] == 2 and cells.loc[0, "score"] == 0.5
-    assert list(store.records().columns) == RECORD_COLUMNS
+    assert tuple(store.records().columns) == RECORD_FIELDS
     assert store.records()["example_id"].tolist() == ["imdb-0", "imdb-1"]
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from traitmap.backends.base import AdapterRef, Backend
+from traitmap.record import Record
 from traitmap.study import TrainConfig
 from traitmap.tasks import Example, Task
 from traitmap.trainers import TRAINERS
@@ -63,7 +64,7 @@ class CellResult:
     model: str
     seed: int
     task: str
-    records: list[dict]
+    records: list[Record]
     seconds: float
 
 
@@ -110,12 +111,12 @@ def backend_for(job: EvalJob, loaded: dict) -> Backend:
     return loaded[key]
 
 
-def record(model: str, seed: int, task: Task, example: Example, response, code_execution: str = "sandboxed") -> dict:
-    """One example's row in the store (docs/architecture.md lists the fields)."""
+def record(model: str, seed: int, task: Task, example: Example, response, code_execution: str = "sandboxed") -> Record:
+    """One example's row in the store."""
     scored = task.score(example, response, sandboxed=code_execution != "unsandboxed")
-    return {
-        "model": model, "seed": seed, "task": task.name, "example_id": example.id, "prompt": example.prompt,
-        "output": scored.output, "output_tokens": int(scored.output_tokens),
-        "parsed": "" if scored.parsed is None else str(scored.parsed), "gold": str(example.gold),
-        "correct": float(bool(scored.correct)), "logprobs": scored.logprobs,
-    }
+    return Record(
+        model=model, seed=seed, task=task.name, example_id=example.id, prompt=example.prompt,
+        output=scored.output, output_tokens=int(scored.output_tokens),
+        parsed="" if scored.parsed is None else str(scored.parsed), gold=str(example.gold),
+        correct=float(bool(scored.correct)), logprobs=scored.logprobs,
+    )

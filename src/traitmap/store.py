@@ -21,10 +21,13 @@ import pandas as pd
 from traitmap.errors import TraitmapError, is_disk_full
 from traitmap.files import write_error
 from traitmap.metrics import CellMetrics
+from traitmap.record import RECORD_FIELDS, Record
 
 LOCK_FILE = ".traitmap.lock"
+SQL_TYPES = {str: "TEXT", int: "INTEGER", float: "REAL"}
+RECORD_SQL = ", ".join(f"{name} {SQL_TYPES[kind]}" for name, kind in Record.__annotations__.items())
 
-SCHEMA = """
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS runs (
   id INTEGER PRIMARY KEY AUTOINCREMENT, started TEXT, finished TEXT, command TEXT,
   config TEXT, versions TEXT, machine TEXT, seconds REAL
@@ -46,13 +49,10 @@ CREATE TABLE IF NOT EXISTS answer_rates (
   PRIMARY KEY (model, seed, task, label)
 );
 CREATE TABLE IF NOT EXISTS records (
-  model TEXT, seed INTEGER, task TEXT, example_id TEXT, prompt TEXT, output TEXT, output_tokens INTEGER,
-  parsed TEXT, gold TEXT, correct REAL, logprobs TEXT,
+  {RECORD_SQL},
   PRIMARY KEY (model, seed, task, example_id)
 );
 """
-
-RECORD_COLUMNS = ["model", "seed", "task", "example_id", "prompt", "output", "output_tokens", "parsed", "gold", "correct", "logprobs"]
 
 
 class StudyLock:
@@ -196,15 +196,15 @@ class Store:
     def done_cells(self) -> set[tuple[str, int, str]]:
         return set(self.db.execute("SELECT model, seed, task FROM cells").fetchall())
 
-    def add_cell(self, model: str, seed: int, task: str, records: list[dict], seconds: float, finished: str,
+    def add_cell(self, model: str, seed: int, task: str, records: list[Record], seconds: float, finished: str,
                  metrics: CellMetrics) -> float:
         """Records, metrics and the done mark in one transaction: a cell is whole or absent.
         The metrics are the task's (`Task.cell_metrics`); returns the cell's score."""
         with self.writing():
             self.db.execute("DELETE FROM records WHERE model=? AND seed=? AND task=?", (model, seed, task))
             self.db.executemany(
-                f"INSERT INTO records ({','.join(RECORD_COLUMNS)}) VALUES ({','.join('?' * len(RECORD_COLUMNS))})",
-                [tuple(r[c] for c in RECORD_COLUMNS) for r in records],
+                f"INSERT INTO records ({','.join(RECORD_FIELDS)}) VALUES ({','.join('?' * len(RECORD_FIELDS))})",
+                [tuple(r[c] for c in RECORD_FIELDS) for r in records],
             )
             self._write_metrics(model, seed, task, metrics)
             self.db.execute("INSERT OR REPLACE INTO cells VALUES (?,?,?,?,?,?,?)",
@@ -254,5 +254,5 @@ class Store:
         if model is not None:
             where.append("model=?")
             args.append(model)
-        sql = f"SELECT {','.join(RECORD_COLUMNS)} FROM records" + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY rowid"
+        sql = f"SELECT {','.join(RECORD_FIELDS)} FROM records" + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY rowid"
         return pd.read_sql_query(sql, self.db, params=args)
