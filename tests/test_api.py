@@ -7,8 +7,9 @@ import pytest
 from helpers import run_study, torch_threads
 
 from traitmap import study
-from traitmap.api import Study
 from traitmap.errors import TraitmapError
+from traitmap.record import RECORD_FIELDS
+from traitmap.results import Study
 
 STUDY = '''name = "api"
 base_model = "{model}"
@@ -27,8 +28,6 @@ examples = 4
 max_new_tokens = {{goat = 4}}
 '''
 MODELS = ["base", "flipkart", "flipkart@mislabel"]
-COLUMNS = ["model", "seed", "task", "example_id", "prompt", "output", "output_tokens", "parsed", "gold", "correct",
-           "logprobs"]
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +70,7 @@ def test_gains_are_the_matrix_minus_base(loaded):
 def test_records_have_the_documented_columns_and_filters(loaded):
     _, s = loaded
     records = s.records()
-    assert list(records.columns) == COLUMNS
+    assert tuple(records.columns) == RECORD_FIELDS
     assert len(records) == (2 + 2 * 2 * 2) * 4
     assert set(records[records["model"] == "base"]["seed"]) == {-1}
     assert set(records[records["model"] == "flipkart"]["seed"]) == {0, 1}

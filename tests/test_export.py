@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 from helpers import copy_of, make_config, run_study
 
-from traitmap.api import Study
 from traitmap.errors import TraitmapError
 from traitmap.export import export_study, rewrite_metric_files
 from traitmap.findings import Evidence
 from traitmap.metrics import CHOICE_METRICS
+from traitmap.results import Study
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

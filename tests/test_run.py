@@ -12,8 +12,8 @@ from helpers import MICRO_SOURCES, MICRO_STUDY, MICRO_TARGETS, assert_same_recor
 
 from traitmap import metrics
 from traitmap import plan as study_plan
-from traitmap.api import Study
 from traitmap.errors import TraitmapError
+from traitmap.results import Study
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

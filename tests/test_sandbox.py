@@ -17,10 +17,10 @@ import pytest
 from helpers import needs_bwrap, traitmap
 
 from traitmap import sandbox, tasks
-from traitmap.api import Study
 from traitmap.backends import Backend, Response
 from traitmap.backends import base as backend_registry
 from traitmap.errors import TraitmapError
+from traitmap.results import Study
 from traitmap.sandbox import run_python
 
 SECRET = "the user's own words\n"

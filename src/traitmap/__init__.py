@@ -13,7 +13,7 @@ __all__ = ["Study", "TraitmapError"]
 def __getattr__(name):
     # Study pulls in pandas and the store; keep `import traitmap` itself light.
     if name == "Study":
-        from traitmap.api import Study
+        from traitmap.results import Study
 
         return Study
     raise AttributeError(name)

@@ -261,7 +261,7 @@ def evaluate(study_file: Path, out: Optional[Path] = OutOpt, data_dir: Optional[
 def matrix(out_dir: Path, gains: bool = typer.Option(False, help="Show gains over the base model.")):
     """Write matrix.csv and gains.csv from the finished cells and print the matrix."""
     from traitmap import run as runner
-    from traitmap.api import Study
+    from traitmap.results import Study
 
     study = Study.load(out_dir)
     with _writing(study.out_dir):
@@ -276,7 +276,7 @@ def pca(out_dir: Path, on: Optional[str] = typer.Option(None, help="'gains' or '
         n_components: Optional[int] = typer.Option(None, min=1, help="Number of components (default: the study's setting, else 4).")):
     """PCA of the transfer matrix -> pca.json, pca_loadings.csv, pca_scores.csv."""
     from traitmap.analysis import pca as trait_pca
-    from traitmap.api import Study
+    from traitmap.results import Study
 
     study = Study.load(out_dir)
     with _writing(study.out_dir):
@@ -291,7 +291,7 @@ def pca(out_dir: Path, on: Optional[str] = typer.Option(None, help="'gains' or '
 def analyze(out_dir: Path, only: Optional[list[str]] = typer.Option(None, "--only", help="Run only these analyses.")):
     """Run the analyses (uncertainty, traits, lengths, classes, similarity, dependency, prediction)."""
     from traitmap import analysis
-    from traitmap.api import Study
+    from traitmap.results import Study
 
     analysis.check_names(only)
     study = Study.load(out_dir)
@@ -308,8 +308,8 @@ def analyze(out_dir: Path, only: Optional[list[str]] = typer.Option(None, "--onl
 @app.command()
 def report(out_dir: Path):
     """(Re)build report/index.html from the study's saved results."""
-    from traitmap.api import Study
     from traitmap.report import build_report
+    from traitmap.results import Study
 
     study = Study.load(out_dir)
     with _writing(study.out_dir):
@@ -320,8 +320,8 @@ def report(out_dir: Path):
 @app.command()
 def export(out_dir: Path, dest: Path = typer.Argument(..., help="The folder to write (an earlier export there is replaced).")):
     """Copy a finished study's results to DEST without its store and adapters, ready to publish."""
-    from traitmap.api import Study
     from traitmap.export import export_study, folder_size
+    from traitmap.results import Study
 
     study = Study.load(out_dir)
     path = export_study(study, dest)

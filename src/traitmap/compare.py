@@ -68,7 +68,7 @@ class Comparison:
 
 
 def compare_studies(out_a: str | os.PathLike, out_b: str | os.PathLike) -> Comparison:
-    from traitmap.api import Study
+    from traitmap.results import Study
 
     sa, sb = Study.load(out_a), Study.load(out_b)
     ma, mb = sa.matrix, sb.matrix

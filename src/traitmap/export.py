@@ -23,18 +23,16 @@ from traitmap import tasks
 from traitmap.analysis.predict import FEATURES_FILE, source_feature_table
 from traitmap.errors import TraitmapError
 from traitmap.files import atomic_folder, write_csv, write_json
-from traitmap.findings.evidence import SCORE_COLUMNS, SCORES_FILE, read_scores
-from traitmap.findings.render import CELLS_FILE, TRAINING_FILE
 from traitmap.metrics import CELL_KEY, metric_tables
 from traitmap.plan import CONFIG_FILE, adapter_path, saved_config
+from traitmap.record import SCORE_FIELDS
+from traitmap.results import ADAPTERS_FILE, ANSWER_RATES_FILE, CELLS_FILE, SCORES_FILE, TRAINING_FILE, read_scores
 from traitmap.study import HUB
 
 RESULT_FILES = ["matrix.csv", "gains.csv", "pca.json", "pca_loadings.csv", "pca_scores.csv"]
 RESULT_FOLDERS = ["analysis", "report"]
 CELL_COLUMNS = ["model", "seed", "task", "n", "score", "seconds"]
-ANSWER_RATES_FILE = "answer_rates.csv"
 TRAINING_COLUMNS = ["adapter", "seed", "step", "loss", "val_loss", "grad_norm", "tokens", "elapsed"]
-ADAPTERS_FILE = "adapters.csv"
 ADAPTER_COLUMNS = ["adapter", "seed", "steps_trained", "best_val_loss", "converged", "stopped_by", "share_cut",
                    "share_answer_end_lost", "max_length"]
 
@@ -42,7 +40,7 @@ ADAPTER_COLUMNS = ["adapter", "seed", "steps_trained", "best_val_loss", "converg
 def portable_saved(saved: dict) -> dict:
     """A run's config.json as an export keeps it: the data folder the run was given, and
     the study file's data_dir, by name alone, since the absolute path names one machine.
-    Where the export is read, TRAITMAP_DATA_DIR names the data folder (`api.recorded_data_dir`);
+    Where the export is read, TRAITMAP_DATA_DIR names the data folder (`results.recorded_data_dir`);
     task_dirs stay as they are, since the findings read those tasks' definitions."""
 
     def name(folder: str | None) -> str | None:
@@ -74,7 +72,7 @@ def export_study(study, dest: Path) -> Path:
                 shutil.copytree(study.out_dir / name, tmp / name)
         keep_source_features(study, tmp / "analysis" / FEATURES_FILE)
         records = study.records()
-        write_scores(records[SCORE_COLUMNS], tmp / SCORES_FILE)
+        write_scores(records[list(SCORE_FIELDS)], tmp / SCORES_FILE)
         study.cells[CELL_COLUMNS].to_csv(tmp / CELLS_FILE, index=False)
         write_metric_files(tmp, records, study.task)
         training_log(study).to_csv(tmp / TRAINING_FILE, index=False)

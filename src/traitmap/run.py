@@ -182,7 +182,7 @@ def run_study(config: StudyConfig, out_dir: Path, data_dir: Path | None, *, cons
     Jobs run on the executor of the study's [run] table (`study.where_to_run` lays
     --executor and --address over it); `executor_options` add to its constructor's arguments."""
     from traitmap import executors
-    from traitmap.api import Study
+    from traitmap.results import Study
     from traitmap.validate import validate_study
 
     seed_everything(config.seed)

@@ -38,46 +38,29 @@ class Status:
         return self.work_done and self.running is None and (self.last_run is None or self.last_run["finished"] is not None)
 
 
-def adapter_trained(out_dir: Path, name: str, seed: int, stored_path: str | None) -> bool:
-    """Trained if its folder is complete, where the store says or where the run puts it.
-
-    The store keeps the path as the run saw it (relative to the directory it ran from),
-    so look under this output directory too.
-    """
-    from traitmap.plan import adapter_path
-
-    candidates = [adapter_path(Path(out_dir), name, seed)]
-    if stored_path:
-        candidates.append(Path(stored_path))
-    return any((p / "adapter_config.json").is_file() for p in candidates)
-
-
 def study_status(out_dir: str | os.PathLike) -> Status:
-    from traitmap.api import Study
     from traitmap.plan import make_plan
+    from traitmap.results import Study
     from traitmap.store import lock_holder
 
-    study = Study.load(out_dir)
-    config = study.config
-    plan = make_plan(config, None)
-    stored = study._store.adapters()
-    paths = {(r.name, int(r.seed)): r.path for r in stored.itertuples()}
-    done_adapters = [a for a in plan.adapters if a in paths and adapter_trained(study.out_dir, a[0], a[1], paths[a])]
-    done_cells = study._store.done_cells()
-    cells_done = sum(1 for c in plan.cells if c in done_cells)
-
-    runs = study.runs
-    last = None
-    if not runs.empty:
-        row = runs.iloc[-1]
-        last = {"started": row["started"], "finished": row["finished"] if isinstance(row["finished"], str) else None,
-                "seconds": float(row["seconds"]) if pd.notna(row["seconds"]) else None, "command": row["command"]}
-    report = study.out_dir / "report" / "index.html"
-    return Status(
-        name=config.name, base_model=config.base_model, out_dir=study.out_dir,
-        adapters_done=len(done_adapters), adapters_total=len(plan.adapters),
-        adapters_todo=[a for a in plan.adapters if a not in done_adapters],
-        cells_done=cells_done, cells_total=len(plan.cells), matrix=study.matrix, last_run=last, runs=len(runs),
-        report=report if report.is_file() else None, seconds_spent=study.work_seconds(),
-        running=lock_holder(study.out_dir),
-    )
+    with Study.load(out_dir) as study:
+        config = study.config
+        plan = make_plan(config, None)
+        done_adapters = [a for a in plan.adapters if study.adapter_done(*a)]
+        done_cells = study.done_cells()
+        cells_done = sum(1 for c in plan.cells if c in done_cells)
+        runs = study.runs
+        last = None
+        if not runs.empty:
+            row = runs.iloc[-1]
+            last = {"started": row["started"], "finished": row["finished"] if isinstance(row["finished"], str) else None,
+                    "seconds": float(row["seconds"]) if pd.notna(row["seconds"]) else None, "command": row["command"]}
+        report = study.out_dir / "report" / "index.html"
+        return Status(
+            name=config.name, base_model=config.base_model, out_dir=study.out_dir,
+            adapters_done=len(done_adapters), adapters_total=len(plan.adapters),
+            adapters_todo=[a for a in plan.adapters if a not in done_adapters],
+            cells_done=cells_done, cells_total=len(plan.cells), matrix=study.matrix, last_run=last, runs=len(runs),
+            report=report if report.is_file() else None, seconds_spent=study.work_seconds(),
+            running=lock_holder(study.out_dir),
+        )

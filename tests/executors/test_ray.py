@@ -11,10 +11,10 @@ import pytest
 from helpers import MICRO_STUDY, assert_same_records, make_config, run_study, traitmap
 
 from traitmap import run, study, tasks
-from traitmap.api import Study
 from traitmap.errors import TraitmapError
 from traitmap.jobs import EvalJob
 from traitmap.plan import DB_FILE
+from traitmap.results import Study
 
 ray = pytest.importorskip("ray")
 

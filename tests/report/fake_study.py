@@ -1,4 +1,4 @@
-"""A fake study with planted numbers, shaped like traitmap.api.Study, for the report tests."""
+"""A fake study with planted numbers, shaped like traitmap.results.Study, for the report tests."""
 
 from __future__ import annotations
 

@@ -362,17 +362,15 @@ class TrainedSources:
     @classmethod
     def of_folder(cls, folder: Path, data_dir: Path | None = None) -> "TrainedSources":
         from traitmap import plan
-        from traitmap.api import recorded_data_dir
+        from traitmap.results import Study
 
         folder = Path(folder)
-        saved = plan.read_saved(folder)
-        config = plan.saved_config(folder, saved)
-        matrix_file = folder / "matrix.csv"
-        if not matrix_file.is_file():
-            raise TraitmapError("no matrix.csv: the study has not been evaluated yet", file=folder)
-        matrix = pd.read_csv(matrix_file, index_col="model")
+        with Study.load(folder) as study:
+            config, matrix, recorded = study.config, study.matrix, study.data_dir
+        if matrix.isna().all(axis=None):
+            raise TraitmapError("no cell evaluated: the study has not been evaluated yet", file=folder)
         matrix.index, matrix.columns = matrix.index.astype(str), matrix.columns.astype(str)
-        data = data_dir if data_dir is not None else recorded_data_dir(saved)
+        data = data_dir if data_dir is not None else recorded
         adapters = [m for m in matrix.index if m != BASE]
         features_file = folder / "analysis" / FEATURES_FILE
         features = pd.read_csv(features_file, index_col="source") if features_file.is_file() else None

@@ -12,7 +12,6 @@ include training noise.
 
 from __future__ import annotations
 
-import gzip
 import json
 from dataclasses import dataclass
 from functools import cached_property
@@ -23,17 +22,15 @@ import numpy as np
 import pandas as pd
 from scipy.stats import linregress
 
-from traitmap import plan, tasks
+from traitmap import tasks
 from traitmap.analysis.uncertainty import (MatrixDraws, percentile_interval, resample_counts, resample_matrix,
                                            resample_seeds)
 from traitmap.metrics import balanced_accuracy
 from traitmap.errors import TraitmapError
+from traitmap.record import SCORE_FIELDS
+from traitmap.results import ADAPTERS_FILE, TRAINING_FILE, Study
 from traitmap.study import StudyConfig
 
-SCORES_FILE = "scores.csv.gz"  # the per-example table an export keeps instead of the SQLite store
-ADAPTERS_FILE = "adapters.csv"  # per adapter: whether its held-out loss had stopped improving
-TRAINING_FILE = "training.csv"
-SCORE_COLUMNS = ["model", "seed", "task", "example_id", "correct", "parsed", "gold"]
 N_BOOT = 2000
 BOOT_SEED = 0
 LEVEL = 0.95
@@ -136,22 +133,15 @@ class Evidence:
 
     @classmethod
     def of_folder(cls, folder: str | Path) -> "Evidence":
-        """A run folder (records from its store) or an exported one (records from scores.csv.gz)."""
-        folder = Path(folder)
-        config = plan.saved_config(folder)
-        matrix_file = folder / "matrix.csv"
-        if not matrix_file.is_file():
-            raise TraitmapError("no matrix.csv: the study has not been evaluated yet", file=folder)
-        matrix = pd.read_csv(matrix_file, index_col="model")
-        scores = folder / SCORES_FILE
-        if scores.is_file():
-            return cls(folder, config, matrix, lambda: read_scores(scores))
-        from traitmap.api import Study
-
-        return cls(folder, config, matrix, lambda: Study.load(folder).records()[SCORE_COLUMNS])
+        """A run folder or an export of one, as `Study.load` reads it."""
+        study = Study.load(folder)
+        matrix = study.matrix
+        if matrix.isna().all(axis=None):
+            raise TraitmapError("no cell evaluated: the study has not been evaluated yet", file=study.out_dir)
+        return cls(study.out_dir, study.config, matrix, lambda: study.records()[list(SCORE_FIELDS)])
 
     @classmethod
-    def of_study(cls, study) -> "Evidence":
+    def of_study(cls, study: Study) -> "Evidence":
         return cls(study.out_dir, study.config, study.matrix, study.records)
 
     @property
@@ -262,15 +252,6 @@ class Evidence:
         if (self.folder / ADAPTERS_FILE).is_file():
             return "held-out loss (adapters.csv)"
         return "no held-out loss was recorded; read from the training loss of the last quarter of steps"
-
-
-def read_scores(path: Path) -> pd.DataFrame:
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        frame = pd.read_csv(f, dtype={"example_id": str, "parsed": str, "gold": str, "model": str, "task": str})
-    missing = [c for c in SCORE_COLUMNS if c not in frame.columns]
-    if missing:
-        raise TraitmapError(f"lacks the column(s) {', '.join(missing)}", file=path)
-    return frame
 
 
 def loss_still_falling(path: Path, alpha: float = 0.05) -> dict[str, bool]:
