@@ -19,14 +19,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from traitmap import tasks
 from traitmap.analysis.predict import FEATURES_FILE, source_feature_table
 from traitmap.errors import TraitmapError
 from traitmap.files import atomic_folder, write_csv, write_json
 from traitmap.metrics import CELL_KEY, metric_tables
-from traitmap.plan import CONFIG_FILE, adapter_path, saved_config
+from traitmap.plan import CONFIG_FILE, adapter_path
 from traitmap.record import SCORE_FIELDS
-from traitmap.results import ADAPTERS_FILE, ANSWER_RATES_FILE, CELLS_FILE, SCORES_FILE, TRAINING_FILE, read_scores
+from traitmap.results import ADAPTERS_FILE, ANSWER_RATES_FILE, CELLS_FILE, SCORES_FILE, TRAINING_FILE, Study
 from traitmap.study import HUB
 
 RESULT_FILES = ["matrix.csv", "gains.csv", "pca.json", "pca_loadings.csv", "pca_scores.csv"]
@@ -140,6 +139,5 @@ def folder_size(path: Path) -> int:
 
 def rewrite_metric_files(folder: Path) -> None:
     """`write_metric_files` for an export from the per-example answers it keeps (scores.csv.gz)."""
-    folder = Path(folder)
-    config = saved_config(folder)
-    write_metric_files(folder, read_scores(folder / SCORES_FILE), lambda name: tasks.get(name, extra_dirs=config.task_dirs))
+    with Study.load(folder) as export:
+        write_metric_files(export.out_dir, export.records(), export.task)

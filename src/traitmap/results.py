@@ -3,8 +3,9 @@ an export of it (`traitmap export`) alike.
 
 A run folder holds the SQLite store its runs wrote; an export holds plain tables instead
 (the files named below) and no adapters. Analyses, the report, `traitmap status`,
-`traitmap findings` and users' notebooks all read results through this one class. It only
-reads; running a study is `traitmap.run`'s job.
+`traitmap findings` and users' notebooks all read results through this one class. It reads;
+the one thing it writes is the metrics a run folder's store lacks for cells evaluated before
+cells stored them. Running a study is `traitmap.run`'s job.
 """
 
 from __future__ import annotations
