@@ -244,7 +244,7 @@ def test_a_store_from_before_cell_metrics_gets_them_when_opened(micro_study, tmp
     study = Study.load(out)
     pd.testing.assert_frame_equal(study.cells, want)
     pd.testing.assert_frame_equal(study.answer_rates(), want_rates)
-    assert study._store.cells_without_metrics() == []
+    assert set(study.cell_metrics()[["model", "seed", "task"]].itertuples(index=False, name=None)) == study.done_cells()
     with sqlite3.connect(out / study_plan.DB_FILE) as db:
         assert db.execute("SELECT * FROM records ORDER BY rowid").fetchall() == records
     pd.testing.assert_frame_equal(study.matrix_in("balanced_accuracy"), original.matrix_in("balanced_accuracy"))
@@ -253,6 +253,7 @@ def test_a_store_from_before_cell_metrics_gets_them_when_opened(micro_study, tmp
 def test_the_matrix_in_balanced_accuracy_scores_an_always_majority_adapter_at_chance(
         micro_study, data_dir, tmp_path, tiny_model_dir):
     from traitmap import analysis, tasks
+    from traitmap.store import Store
 
     _, out = micro_study
     out = copy_of(out, tmp_path)
@@ -268,12 +269,14 @@ def test_the_matrix_in_balanced_accuracy_scores_an_always_majority_adapter_at_ch
     intervals = pd.read_csv(out / "analysis" / "matrix_ci.csv").set_index(["model", "task"])["score"]
     assert intervals.to_dict() == pytest.approx(study.matrix.stack().to_dict(), abs=1e-12)
 
-    store, task = study._store, tasks.get("flipkart")  # plant an adapter that always answers the majority label
+    # plant an adapter that always answers the majority label
+    store, task = Store(out / study_plan.DB_FILE), tasks.get("flipkart")
     cell = store.records(task="flipkart", model="gsm8k").to_dict("records")
     golds = [r["gold"] for r in cell]
     label = max(task.choices, key=golds.count)
     always = [{**r, "output": label, "parsed": label, "correct": float(r["gold"] == label)} for r in cell]
     store.add_cell("gsm8k", 0, "flipkart", always, 1.0, "t", task.cell_metrics(always))
+    store.close()
     assert golds.count(label) / len(golds) > 1 / len(task.choices)  # 4 examples of 3 labels: 2, 1, 1
     assert Study.load(out).matrix.loc["gsm8k", "flipkart"] == 1 / len(task.choices)
     assert Study.load(out).matrix_in("accuracy").loc["gsm8k", "flipkart"] == golds.count(label) / len(golds)
