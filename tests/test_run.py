@@ -305,7 +305,7 @@ def test_an_engine_from_an_installed_package_runs_the_study(micro_study, tmp_pat
                                                             install_package):
     install_package("traitmap_counting", COUNTING_ENGINE,
                     {"traitmap.backends": {"counting": "traitmap_counting:CountingBackend"}})
-    text = MICRO_STUDY.replace("batch_size = 4\n", 'batch_size = 4\nbackend = "counting"\nbackend_args = {tag = "micro"}\n')
+    text = MICRO_STUDY.replace("batch_size = 4\n", 'batch_size = 4\nbackend = "counting"\nbackend_args = {{tag = "micro"}}\n')
     run_study(make_config(tmp_path, tiny_model_dir, text), tmp_path / "out", data_dir)
 
     import traitmap_counting

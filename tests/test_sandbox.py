@@ -17,8 +17,7 @@ import pytest
 from helpers import needs_bwrap, traitmap
 
 from traitmap import sandbox, tasks
-from traitmap.backends import Backend, Response
-from traitmap.backends import base as backend_registry
+from traitmap.backends import BACKENDS, Backend, Response
 from traitmap.errors import TraitmapError
 from traitmap.results import Study
 from traitmap.sandbox import run_python
@@ -266,8 +265,6 @@ PLANTED: dict[str, str] = {}  # problem text -> the code the model "wrote" for i
 class PlantedBackend(Backend):
     """Answers each code problem with the program planted for its text, for every model."""
 
-    name = "planted"
-
     def answer(self, requests, progress=None):
         for index, request in enumerate(requests):
             code = next(code for text, code in PLANTED.items() if text in request.prompt)
@@ -294,7 +291,7 @@ def hostile_programs(user_files: Path, home_probe: Path, port: int) -> dict[str,
 @pytest.fixture
 def planted(monkeypatch):
     """`[eval] backend = "planted"` for this test only."""
-    monkeypatch.setitem(backend_registry._REGISTRY, PlantedBackend.name, PlantedBackend)
+    monkeypatch.setitem(BACKENDS.builtin, "planted", f"{__name__}:PlantedBackend")
 
 
 def write_study(tmp_path: Path, model: Path, problems: dict[str, str]) -> Path:

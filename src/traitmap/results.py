@@ -302,11 +302,12 @@ class Export(Study):
 
     @property
     def matrix(self) -> pd.DataFrame:
-        """The published matrix.csv, as the run wrote it."""
+        """The published matrix.csv, as the run wrote it (scores as floats: a column of zeros
+        reads as integers otherwise)."""
         path = self.out_dir / MATRIX_FILE
         if not path.is_file():
             raise TraitmapError(f"no {MATRIX_FILE}: the study has not been evaluated yet", file=self.out_dir)
-        return pd.read_csv(path, index_col="model")
+        return pd.read_csv(path, index_col="model").astype(float)
 
     @property
     def cells(self) -> pd.DataFrame:
