@@ -13,7 +13,6 @@ Usage: python bench/ray_workers.py [--workers 1 2] [--repeats 1] [--model DIR]
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import tempfile
 import time
@@ -63,13 +62,13 @@ def tiny_model(folder: Path) -> Path:
 
 
 def timed_run(config, out: Path, data_dir: Path, executor: str) -> float:
-    from rich.console import Console
+    import dataclasses
 
-    from traitmap import run
+    from traitmap import run, study
 
+    config = dataclasses.replace(config, run=study.where_to_run(config.run, executor, None))
     start = time.perf_counter()
-    run.run_study(config, out, data_dir, console=Console(file=io.StringIO()), steps=("train", "evaluate"),
-                  executor_name=executor)
+    run.run_study(config, out, data_dir, steps=("train", "evaluate"))
     return time.perf_counter() - start
 
 

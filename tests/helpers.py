@@ -4,7 +4,6 @@ them live in conftest.py."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -14,7 +13,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from rich.console import Console
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -132,10 +130,10 @@ def make_config(folder: Path, model: Path | str, text: str = MICRO_STUDY):
 
 
 def run_study(config, out: Path, data_dir: Path, steps: tuple[str, ...] = ("train", "evaluate"), **options):
-    """run.run_study with its progress written nowhere."""
+    """run.run_study, quiet (no events shown)."""
     from traitmap import run
 
-    return run.run_study(config, out, data_dir, console=Console(file=io.StringIO()), steps=steps, **options)
+    return run.run_study(config, out, data_dir, steps=steps, **options)
 
 
 def copy_of(out: Path, tmp_path: Path) -> Path:

@@ -3,37 +3,52 @@
 from __future__ import annotations
 
 import io
+from types import SimpleNamespace
 
-import pytest
 from rich.console import Console
 
-from traitmap.console import duration, log_lines
+from traitmap.console import LogLines, RunView, duration
 
 
 def test_one_line_per_finished_job_with_time_left_off_a_terminal():
     out = io.StringIO()
-    console = Console(file=out, width=200)
-    jobs = [("imdb", 0), ("gsm8k", 0), ("goat", 0)]
-    seen = list(log_lines(jobs, console, "adapters", lambda job: f"{job[0]} (seed {job[1]})"))
-    lines = out.getvalue().splitlines()
-    assert seen == jobs and len(lines) == 3
-    assert "[1/3 adapters] imdb (seed 0) done in 0s; elapsed 0s, about 0s left" in lines[0]
-    assert "[3/3 adapters] goat (seed 0)" in lines[2] and lines[2].endswith("all done")
+    lines = LogLines(Console(file=out, width=200), "adapters", 3)
+    for label in ("imdb (seed 0)", "gsm8k (seed 0)", "goat (seed 0)"):
+        lines.done(label)
+    printed = out.getvalue().splitlines()
+    assert len(printed) == 3
+    assert "[1/3 adapters] imdb (seed 0) done in 0s; elapsed 0s, about 0s left" in printed[0]
+    assert "[3/3 adapters] goat (seed 0)" in printed[2] and printed[2].endswith("all done")
 
 
-def test_a_job_that_fails_prints_no_done_line():
+def test_a_terminal_gets_no_lines():
     out = io.StringIO()
-    with pytest.raises(RuntimeError):
-        for job in log_lines(["a", "b"], Console(file=out), "cells"):
-            if job == "b":
-                raise RuntimeError("boom")
-    assert out.getvalue().count("done in") == 1
-
-
-def test_a_terminal_gets_nothing_extra():
-    out = io.StringIO()
-    assert list(log_lines([1, 2], Console(file=out, force_terminal=True), "cells")) == [1, 2]
+    LogLines(Console(file=out, force_terminal=True), "cells", 2).done("a")
     assert out.getvalue() == ""
+
+
+def _job(name: str):
+    return SimpleNamespace(name=name, seed=0, examples=[1] * 8, train=SimpleNamespace(total_steps=lambda n: n // 4))
+
+
+def test_a_run_view_in_a_log_prints_what_finished_and_nothing_for_a_job_that_failed():
+    out = io.StringIO()
+    view = RunView(Console(file=out, width=200))
+    jobs = [_job("imdb"), _job("goat")]
+    view.training(jobs)
+    view.step(jobs[0], 1, 2, 0.5)
+    view.trained(jobs[0], {"steps": 2, "final_loss": 0.4, "precision": "fp32"})
+    view.done()  # goat failed: no line for it
+    cell = SimpleNamespace(model="imdb", seed=0, task="flipkart", seconds=3.0)
+    view.evaluating([SimpleNamespace(task=SimpleNamespace(name="flipkart"), cells=[cell], requests=5)], 1)
+    view.answered(SimpleNamespace(task=SimpleNamespace(name="flipkart")), 5)
+    view.scored(cell, "accuracy", 0.75)
+    view.done()
+    view.note("PCA skipped: too few sources", warning=True)
+    text = out.getvalue()
+    assert text.count("done in") == 2 and "[1/2 adapters] imdb (seed 0) done in" in text and "goat (seed 0) done" not in text
+    assert "imdb                         flipkart               accuracy 0.750  (3 s)" in text
+    assert "[1/1 cells] imdb on flipkart done in" in text and "PCA skipped: too few sources" in text
 
 
 def test_durations():

@@ -172,6 +172,41 @@ def test_a_damaged_adapter_is_named_before_anything_is_written_and_retrain_repla
         run_study(config, out, data_dir, steps=("train", "evaluate", "analyze", "report"), retrain=("imdb",))
 
 
+def test_the_driver_reports_progress_as_events_and_prints_nothing(micro_study, data_dir, tmp_path, capsys):
+    from traitmap.events import RunEvents
+
+    class Recorder(RunEvents):
+        def __init__(self):
+            self.seen = []
+
+        def training(self, jobs):
+            self.seen.append(("training", [job.name for job in jobs]))
+
+        def step(self, job, step, steps, loss):
+            self.seen.append(("step", job.name))
+
+        def trained(self, job, log):
+            self.seen.append(("trained", job.name, log["steps"]))
+
+        def evaluating(self, jobs, cells):
+            self.seen.append(("evaluating", cells))
+
+        def scored(self, cell, metric, score):
+            self.seen.append(("scored", cell.model, cell.task))
+
+        def done(self):
+            self.seen.append(("done",))
+
+    config, out = micro_study
+    out, events = copy_of(out, tmp_path), Recorder()
+    run_study(config, out, data_dir, retrain=("flipkart",), events=events)
+    steps = events.seen.count(("step", "flipkart"))
+    assert steps > 0 and events.seen == ([("training", ["flipkart"])] + [("step", "flipkart")] * steps
+                                         + [("trained", "flipkart", steps), ("done",), ("evaluating", len(MICRO_TARGETS))]
+                                         + [("scored", "flipkart", target) for target in MICRO_TARGETS] + [("done",)])
+    assert capsys.readouterr().out == ""
+
+
 def test_evaluating_before_training_is_refused(tmp_path, tiny_model_dir, data_dir):
     config = make_config(tmp_path, tiny_model_dir)
     with pytest.raises(TraitmapError, match="not trained yet"):

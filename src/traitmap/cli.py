@@ -21,6 +21,7 @@ from rich.table import Table
 from typer._click.exceptions import NoArgsIsHelpError
 from typer.exceptions import Abort, TyperException
 
+from traitmap.console import RunView
 from traitmap.errors import TraitmapError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="LoRA transfer studies: what does fine-tuning on A do to tasks B, C, D, and why.")
@@ -126,7 +127,7 @@ def _run_steps(config, out_dir: Path, data_dir, steps: tuple[str, ...], retrain:
     from traitmap.files import full_disk_is_an_error
 
     with full_disk_is_an_error(out_dir):
-        return runner.run_study(config, out_dir, data_dir, console=console, steps=steps, retrain=retrain)
+        return runner.run_study(config, out_dir, data_dir, events=RunView(console), steps=steps, retrain=retrain)
 
 
 @contextlib.contextmanager
@@ -296,7 +297,7 @@ def analyze(out_dir: Path, only: Optional[list[str]] = typer.Option(None, "--onl
     analysis.check_names(only)
     study = Study.load(out_dir)
     with _writing(study.out_dir):
-        written = analysis.run_all(study, only=only, console=console)
+        written = analysis.run_all(study, only=only, note=RunView(console).note)
     skipped = analysis.skipped_reasons(study)
     for name, paths in written.items():
         files = ", ".join(p.name for p in paths)

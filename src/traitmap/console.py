@@ -1,54 +1,102 @@
-"""Progress a log can read: one plain line per finished job (an adapter, a cell), with
-the time it took, the time so far and an estimate of the time left.
+"""How a run looks in a terminal and in a log: the Rich view of the events a run emits
+(`run.RunEvents`), and durations written for people.
 
 Rich's bars draw nothing when the output is not a terminal (a log file, `nohup`, CI),
-so there a long study looked stuck. `log_lines` wraps the runner's loop over its jobs:
-
-    for name, seed in log_lines(todo, console, "adapters", lambda job: f"{job[0]} (seed {job[1]})"):
-        ...train one adapter...
-
-On a terminal it only yields the jobs (the bars show progress); elsewhere it prints a
-line after each job's loop body has finished. It draws nothing else and runs nothing.
+so there a long study looked stuck: off a terminal, `LogLines` prints one plain line per
+finished job (an adapter, a cell) with the time it took, the time so far and an estimate
+of the time left.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
-from typing import TypeVar
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-Job = TypeVar("Job")
+from traitmap.events import RunEvents
 
 
-def log_lines(jobs: Iterable[Job], console: Console, what: str, label: Callable[[Job], str] = str,
-              total: int | None = None) -> Iterator[Job]:
-    """Yield each job; off a terminal, print `[2/5 adapters] imdb (seed 0) done in 41s;
-    elapsed 1m32s, about 2m18s left` once its loop body is done (not when it raised).
+class LogLines:
+    """Off a terminal, `done(label)` prints `[2/5 adapters] imdb (seed 0) done in 41s;
+    elapsed 1m32s, about 2m18s left`: a job's time is the time since the one before it
+    (jobs may run side by side and come back in any order). On a terminal it prints nothing."""
 
-    `jobs` may be a stream of results arriving as work finishes (give `total` then): a
-    job's time is then the time since the one before it.
-    """
-    if total is None:
-        jobs = list(jobs)
-        total = len(jobs)
-    if console.is_terminal:
-        yield from jobs
-        return
-    start = began = time.perf_counter()
-    for number, job in enumerate(jobs, start=1):
-        yield job
+    def __init__(self, console: Console, what: str, total: int):
+        self.console, self.what, self.total = console, what, total
+        self.number = 0
+        self.start = self.began = time.perf_counter()
+
+    def done(self, label: str) -> None:
+        if self.console.is_terminal:
+            return
+        self.number += 1
         finished = time.perf_counter()
-        elapsed = finished - start
-        left = elapsed / number * (total - number)
-        console.print(f"{datetime.now():%H:%M:%S} [{number}/{total} {what}] {label(job)} done in "
-                      f"{duration(finished - began)}; elapsed {duration(elapsed)}, "
-                      + (f"about {duration(left)} left" if number < total else "all done"),
-                      markup=False, highlight=False, soft_wrap=True)
-        began = finished
+        elapsed = finished - self.start
+        left = elapsed / self.number * (self.total - self.number)
+        self.console.print(f"{datetime.now():%H:%M:%S} [{self.number}/{self.total} {self.what}] {label} done in "
+                           f"{duration(finished - self.began)}; elapsed {duration(elapsed)}, "
+                           + (f"about {duration(left)} left" if self.number < self.total else "all done"),
+                           markup=False, highlight=False, soft_wrap=True)
+        self.began = finished
+
+
+class RunView(RunEvents):
+    """A run drawn with Rich: a bar per adapter or target on a terminal, plain lines in a log."""
+
+    def __init__(self, console: Console):
+        self.console = console
+        self.bar: Progress | None = None
+        self.bars: dict = {}
+        self.lines: LogLines | None = None
+
+    def _open(self) -> Progress:
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=self.console, transient=False,
+        )
+        self.bar.start()
+        return self.bar
+
+    def training(self, jobs) -> None:
+        bar = self._open()
+        self.bars = {(job.name, job.seed): bar.add_task(f"train {job.name} (seed {job.seed})",
+                                                        total=job.train.total_steps(len(job.examples)), info="")
+                     for job in jobs}
+        self.lines = LogLines(self.console, "adapters", len(jobs))
+
+    def step(self, job, step: int, steps: int, loss: float) -> None:
+        self.bar.update(self.bars[(job.name, job.seed)], completed=step, info=f"loss {loss:.3f}")
+
+    def trained(self, job, log: dict) -> None:
+        self.bar.update(self.bars[(job.name, job.seed)], completed=log["steps"],
+                        info=f"loss {log['final_loss']:.3f} ({log['precision']})")
+        self.lines.done(f"{job.name} (seed {job.seed})")
+
+    def evaluating(self, jobs, cells: int) -> None:
+        bar = self._open()
+        self.bars = {"cells": bar.add_task("evaluate (cells)", total=cells, info="")}
+        self.bars.update({job.task.name: bar.add_task(f"  {job.task.name} ({len(job.cells)} models)",
+                                                      total=job.requests, info="") for job in jobs})
+        self.lines = LogLines(self.console, "cells", cells)
+
+    def answered(self, job, n: int) -> None:
+        self.bar.advance(self.bars[job.task.name], n)
+
+    def scored(self, cell, metric: str, score: float) -> None:
+        self.bar.advance(self.bars["cells"])
+        self.console.print(f"  {cell.model:<28} {cell.task:<22} {metric} {score:.3f}  ({cell.seconds:.0f} s)")
+        self.lines.done(f"{cell.model} on {cell.task}")
+
+    def done(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+        self.bar, self.bars, self.lines = None, {}, None
+
+    def note(self, text: str, warning: bool = False) -> None:
+        self.console.print(text, style="yellow" if warning else "dim", markup=False, highlight=False)
 
 
 def duration(seconds: float | None, *, prose: bool = False, days: bool = False) -> str:

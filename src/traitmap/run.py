@@ -15,13 +15,10 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
 from traitmap import tasks
 from traitmap.backends.base import AdapterRef
-from traitmap.console import log_lines
 from traitmap.errors import TraitmapError
+from traitmap.events import RunEvents
 from traitmap.files import remove_temporaries, write_atomic, write_error, write_folder, write_json
 from traitmap.jobs import EvalJob, TrainedAdapter, TrainJob
 from traitmap.plan import CONFIG_FILE, DB_FILE, adapter_path, evaluated_texts, make_plan, source_slices, target_examples
@@ -31,13 +28,6 @@ from traitmap.store import Store, StudyLock
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def progress_bar(console: Console) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False,
-    )
 
 
 def versions() -> dict:
@@ -87,7 +77,7 @@ def prepare_out_dir(config: StudyConfig, out_dir: Path, data_dir: Path | None, r
 
 
 def train_missing(config: StudyConfig, store: Store, out_dir: Path, data_dir: Path | None, executor,
-                  console: Console) -> None:
+                  events: RunEvents) -> None:
     """Train every adapter the store lacks; each one is saved and recorded as soon as it is back."""
     todo = make_plan(config, store).todo_adapters
     if not todo:
@@ -99,22 +89,16 @@ def train_missing(config: StudyConfig, store: Store, out_dir: Path, data_dir: Pa
         examples, validation = source_slices(config, name, data_dir, seed, evaluated)
         jobs.append(TrainJob(name, seed, source.task, source.variant, examples, config.train, config.base_model,
                              validation))
-    with progress_bar(console) as bar:
-        bars = {(job.name, job.seed): bar.add_task(f"train {job.name} (seed {job.seed})",
-                                                   total=config.train.total_steps(len(job.examples)), info="")
-                for job in jobs}
-
-        def advance(job: TrainJob, step: int, steps: int, loss: float) -> None:
-            bar.update(bars[(job.name, job.seed)], completed=step, info=f"loss {loss:.3f}")
-
-        for job, trained in log_lines(executor.train(jobs, advance), console, "adapters",
-                                      lambda done: f"{done[0].name} (seed {done[0].seed})", total=len(jobs)):
+    events.training(jobs)
+    try:
+        for job, trained in executor.train(jobs, events.step):
             path = adapter_path(out_dir, job.name, job.seed)
             save_adapter(trained, path)
             store.add_adapter(job.name, job.seed, job.task, job.variant, path,
                               {k: v for k, v in trained.log.items() if k != "log"}, now())
-            bar.update(bars[(job.name, job.seed)], completed=trained.log["steps"],
-                       info=f"loss {trained.log['final_loss']:.3f} ({trained.log['precision']})")
+            events.trained(job, trained.log)
+    finally:
+        events.done()
 
 
 def save_adapter(trained: TrainedAdapter, path: Path) -> None:
@@ -123,7 +107,7 @@ def save_adapter(trained: TrainedAdapter, path: Path) -> None:
 
 
 def evaluate_missing(config: StudyConfig, store: Store, out_dir: Path, data_dir: Path | None, executor,
-                     console: Console) -> None:
+                     events: RunEvents) -> None:
     """Evaluate every cell the store lacks: one job per target holding all its pending
     models, so the backend can batch adapters together; each cell is committed whole as
     soon as it is back."""
@@ -142,17 +126,15 @@ def evaluate_missing(config: StudyConfig, store: Store, out_dir: Path, data_dir:
                                 cells, config.base_model, config.eval.backend, config.eval.batch_size,
                                 config.eval.max_new_tokens.get(target), config.eval.code_execution,
                                 config.eval.backend_args))
-    with progress_bar(console) as bar:
-        overall = bar.add_task("evaluate (cells)", total=len(todo), info="")
-        bars = {job.task.name: bar.add_task(f"  {job.task.name} ({len(job.cells)} models)", total=job.requests, info="")
-                for job in jobs}
-        results = executor.evaluate(jobs, lambda job, n: bar.advance(bars[job.task.name], n))
-        for result in log_lines(results, console, "cells", lambda cell: f"{cell.model} on {cell.task}", total=len(todo)):
+    events.evaluating(jobs, len(todo))
+    try:
+        for result in executor.evaluate(jobs, events.answered):
             task = tasks.get(result.task, extra_dirs=config.task_dirs)
             score = store.add_cell(result.model, result.seed, result.task, result.records, result.seconds, now(),
                                    task.cell_metrics(result.records))
-            bar.advance(overall)
-            console.print(f"  {result.model:<28} {result.task:<22} {task.metric} {score:.3f}  ({result.seconds:.0f} s)")
+            events.scored(result, task.metric, score)
+    finally:
+        events.done()
 
 
 def write_matrix_files(out_dir: Path, matrix) -> None:
@@ -173,19 +155,21 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def run_study(config: StudyConfig, out_dir: Path, data_dir: Path | None, *, console: Console,
+def run_study(config: StudyConfig, out_dir: Path, data_dir: Path | None, *, events: RunEvents | None = None,
               steps: tuple[str, ...] = ("train", "evaluate", "analyze", "report"),
               executor_options: dict | None = None, retrain: tuple[str, ...] = ()) -> Path | None:
     """Do the given steps of a study, skipping finished work; returns the report's path if built.
     The adapters named in `retrain` are trained and evaluated again (e.g. damaged files).
 
     Jobs run on the executor of the study's [run] table (`study.where_to_run` lays
-    --executor and --address over it); `executor_options` add to its constructor's arguments."""
+    --executor and --address over it); `executor_options` add to its constructor's arguments.
+    Progress goes to `events` (none shown by default)."""
     from traitmap import executors
     from traitmap.results import Study
     from traitmap.validate import validate_study
 
     seed_everything(config.seed)
+    events = events or RunEvents()
     out_dir = Path(out_dir)
     validate_study(config, data_dir, out_dir, retrain)  # reads only: nothing is written unless the whole plan is valid
     executor = None
@@ -203,9 +187,9 @@ def run_study(config: StudyConfig, out_dir: Path, data_dir: Path | None, *, cons
         if executor is not None:
             try:
                 if "train" in steps:
-                    train_missing(config, store, out_dir, data_dir, executor, console)
+                    train_missing(config, store, out_dir, data_dir, executor, events)
                 if "evaluate" in steps:
-                    evaluate_missing(config, store, out_dir, data_dir, executor, console)
+                    evaluate_missing(config, store, out_dir, data_dir, executor, events)
             finally:
                 executor.close()
         study = Study.load(out_dir)
@@ -218,11 +202,11 @@ def run_study(config: StudyConfig, out_dir: Path, data_dir: Path | None, *, cons
                 pca.run(study, out_dir)  # pca.json + loadings and profiles as CSV, from [analysis] settings
             except TraitmapError as e:
                 (out_dir / "pca.json").unlink(missing_ok=True)
-                console.print(f"[yellow]PCA skipped: {e}[/yellow]")
+                events.note(f"PCA skipped: {e}", warning=True)
         if "analyze" in steps and complete:
             from traitmap import analysis
 
-            analysis.run_all(study, console=console)
+            analysis.run_all(study, note=events.note)
         report = None
         if "report" in steps:
             from traitmap.report import build_report

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from traitmap.errors import TraitmapError
@@ -31,8 +32,9 @@ def check_names(only: list[str] | None) -> None:
         raise TraitmapError(f"unknown analysis '{unknown[0]}' (choose from {', '.join(ANALYSES)})", field="--only")
 
 
-def run_all(study, only: list[str] | None = None, console=None) -> dict[str, list[Path]]:
-    """Run the analyses (all, or `only` these) and return the files each wrote.
+def run_all(study, only: list[str] | None = None, note: Callable[[str], None] | None = None) -> dict[str, list[Path]]:
+    """Run the analyses (all, or `only` these) and return the files each wrote; `note`
+    gets a line per analysis (what it wrote or why it was skipped, and its time).
 
     An analysis whose `shortfall(study)` names a reason (too few sources for prediction,
     no generate target for lengths), or that raises TraitmapError, is skipped, and the
@@ -59,11 +61,11 @@ def run_all(study, only: list[str] | None = None, console=None) -> dict[str, lis
             skipped.pop(name, None)
         else:
             skipped[name] = reason
-        if console is not None:
-            note = f"skipped: {reason}" if reason else f"{len(written[name])} files"
+        if note is not None:
+            outcome = f"skipped: {reason}" if reason else f"{len(written[name])} files"
             if reason and written[name]:
-                note += f" (wrote {len(written[name])} files for the rest)"
-            console.print(f"[dim]analysis {name}: {note} ({time.perf_counter() - start:.1f} s)[/dim]")
+                outcome += f" (wrote {len(written[name])} files for the rest)"
+            note(f"analysis {name}: {outcome} ({time.perf_counter() - start:.1f} s)")
     write_json(skipped_path, skipped)
     return written
 
