@@ -203,7 +203,7 @@ def build_adapters(args, model_dir: Path, work: Path) -> list:
     from transformers import AutoModelForCausalLM
 
     from traitmap.backends.base import AdapterRef
-    from traitmap.study import PRESETS
+    from traitmap.config import PRESETS
 
     paper = PRESETS["paper"]
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
@@ -236,7 +236,7 @@ def load_workload() -> dict:
 # -- training -------------------------------------------------------------------------------
 
 def measure_training(args, model_dir: Path, workload: dict, device: torch.device) -> dict:
-    from traitmap.study import PRESETS, TrainConfig
+    from traitmap.config import PRESETS, TrainConfig
     from traitmap.tasks import Example
     from traitmap.train import train_adapter
 

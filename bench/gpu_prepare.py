@@ -42,7 +42,8 @@ def main() -> None:
     ap.add_argument("--train-rows", type=int, default=256)
     args = ap.parse_args()
 
-    from traitmap import models, study, tasks
+    from traitmap import models, tasks
+    from traitmap.config import load, resolve_data_dir
     from traitmap.backends.base import MAX_PROMPT_TOKENS
     from traitmap.estimate import DEFAULT_SPEEDS
     from traitmap.plan import make_plan, source_examples, target_examples
@@ -50,8 +51,8 @@ def main() -> None:
     from traitmap.train import tokenize_examples
 
     start = time.perf_counter()
-    config = study.load(args.study)
-    data_dir = study.resolve_data_dir(config, args.data_dir)
+    config = load(args.study)
+    data_dir = resolve_data_dir(config, args.data_dir)
     model_dir = models.resolve(config.base_model)
     tokenizer = models.load_tokenizer(model_dir)
     ASSETS.mkdir(parents=True, exist_ok=True)

@@ -82,7 +82,7 @@ def main() -> None:
     import ray
     import torch
 
-    from traitmap import study
+    from traitmap.config import load
 
     torch.set_num_threads(1)  # as the Ray workers (1 CPU each): the local run is one worker
     data_dir = Path(os.environ["TRAITMAP_DATA_DIR"])
@@ -90,7 +90,7 @@ def main() -> None:
         tmp = Path(tmp)
         model = args.model or tiny_model(tmp / "model")
         (tmp / "study.toml").write_text(STUDY.format(model=model))
-        config = study.load(tmp / "study.toml")
+        config = load(tmp / "study.toml")
         print(f"machine: {os.cpu_count()} CPUs; study: {len(config.sources)} adapters, "
               f"{(len(config.sources) + 1) * len(config.targets)} cells")
         times: dict[str, list[float]] = {}

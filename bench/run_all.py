@@ -28,7 +28,7 @@ from traitmap import models, speeds, tasks
 from traitmap.backends import AdapterRef, Request
 from traitmap.backends.hf import HFBackend
 from traitmap.plan import source_examples
-from traitmap.study import TrainConfig, load
+from traitmap.config import TrainConfig, load
 from traitmap.train import steady_tokens_per_second, train_adapter, training_precision
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -153,7 +153,7 @@ def main() -> None:
     parser.add_argument("--study", type=Path, default=ROOT / "runs" / "quickstart", help="a finished study's output folder")
     parser.add_argument("--quick", action="store_true", help="fewer requests and steps")
     args = parser.parse_args()
-    from traitmap.study import resolve_data_dir
+    from traitmap.config import resolve_data_dir
 
     config = load(ROOT / "studies" / "quickstart.toml")
     data_dir = resolve_data_dir(config)

@@ -23,7 +23,7 @@ import torch
 from run_all import ROOT, matmul_peak
 from traitmap import models
 from traitmap.plan import source_examples
-from traitmap.study import load, resolve_data_dir
+from traitmap.config import load, resolve_data_dir
 from traitmap.train import IGNORE, _padded, answer_loss, tokenize_examples
 
 

@@ -122,11 +122,11 @@ def torch_threads(count: int):
 
 def make_config(folder: Path, model: Path | str, text: str = MICRO_STUDY):
     """The study `text` (the micro study by default) on `model`, written to folder/micro.toml and loaded."""
-    from traitmap import study
+    from traitmap.config import load
 
     path = folder / "micro.toml"
     path.write_text(text.format(model=model))
-    return study.load(path)
+    return load(path)
 
 
 def run_study(config, out: Path, data_dir: Path, steps: tuple[str, ...] = ("train", "evaluate"), **options):

@@ -97,8 +97,8 @@ def world(tmp_path_factory, tiny_model_dir, data_dir) -> World:
     (task_dir / "sums.toml").write_text(SUMS_TASK)
     w = World(root, data, task_dir, tiny_model_dir)
 
-    from traitmap import study
-    config = study.load(w.study(root, name="good.toml"))
+    from traitmap.config import load
+    config = load(w.study(root, name="good.toml"))
     w.finished = root / "finished"
     run_study(config, w.finished, data, steps=("train", "evaluate", "report"))
     return w

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import tomllib
 from pathlib import Path
 
 import pandas as pd
@@ -17,8 +18,8 @@ from helpers import traitmap
 from typer.testing import CliRunner
 
 from traitmap import cli
-from traitmap import study as study_mod
 from traitmap.compare import compare_studies
+from traitmap.config import EVAL_KEYS, PRESETS, RUN_KEYS, load, parse, resolve_data_dir
 from traitmap.estimate import DEFAULT_SPEEDS, estimate_plan
 from traitmap.metrics import CellMetrics
 from traitmap.status import study_status
@@ -55,7 +56,7 @@ def fake_study(out_dir: Path, scores: dict[str, dict[str, float]], *, base_model
     is finished unless `finished=False` (a killed run).
     """
     sources = sources or [m for m in scores if m != "base"]
-    config = study_mod.parse({"name": out_dir.name, "base_model": base_model, "sources": sources, "targets": targets,
+    config = parse({"name": out_dir.name, "base_model": base_model, "sources": sources, "targets": targets,
                               "eval": {"examples": n}})
     store = prepare_out_dir(config, out_dir, None)
     run_id = store.start_run("2025-01-01T10:00:00+00:00", "train evaluate analyze report", config.to_dict(), {}, {})
@@ -96,7 +97,7 @@ def test_init_writes_a_study_that_validates(tmp_path, monkeypatch, capsys):
                       "--task-dir", "my_tasks")
     assert code == 0, out
     path = tmp_path / "studies" / "mine.toml"
-    config = study_mod.load(path)
+    config = load(path)
     assert config.name == "mine" and config.base_model == "gemma3-270m"
     assert [s.name for s in config.sources] == ["imdb", "flipkart"] and config.targets == ["imdb", "gsm8k"]
     assert config.data_dir == "/data"
@@ -114,8 +115,8 @@ def test_init_comments_show_every_option_and_each_example_is_valid(tmp_path, mon
     code, out = entry(monkeypatch, capsys, "init")
     assert code == 0, out
     text = (tmp_path / "study.toml").read_text()
-    base = study_mod.load(tmp_path / "study.toml")
-    raw = study_mod.tomllib.loads(text)
+    base = load(tmp_path / "study.toml")
+    raw = tomllib.loads(text)
     # Every commented `key = value` under [train] / [eval] / [run] / [analysis], uncommented alone, is valid.
     table, seen = None, {"train": set(), "eval": {"examples", "batch_size"}, "run": set(), "analysis": set()}
     for line in text.splitlines():
@@ -125,19 +126,19 @@ def test_init_comments_show_every_option_and_each_example_is_valid(tmp_path, mon
             continue
         found = re.match(r"# (\w+) = (.+?)(\s{2,}#.*)?$", line)
         if table and found:
-            key, value = found.group(1), study_mod.tomllib.loads(f"v = {found.group(2)}")["v"]
+            key, value = found.group(1), tomllib.loads(f"v = {found.group(2)}")["v"]
             changed = {**raw, table: {**raw.get(table, {}), key: value}}
-            study_mod.parse(changed)
+            parse(changed)
             seen[table].add(key)
-    assert seen["train"] == set(study_mod.PRESETS["cpu"]), set(study_mod.PRESETS["cpu"]) ^ seen["train"]
-    assert seen["eval"] == study_mod.EVAL_KEYS
-    assert seen["run"] == study_mod.RUN_KEYS
+    assert seen["train"] == set(PRESETS["cpu"]), set(PRESETS["cpu"]) ^ seen["train"]
+    assert seen["eval"] == EVAL_KEYS
+    assert seen["run"] == RUN_KEYS
     assert seen["analysis"] == {"n_components", "pca_on", "standardize"}
     # The five variant examples, as a sources list, are valid.
     variants = [line.split("#", 2)[1].strip() for line in text.splitlines() if line.startswith("#   {")]
     assert len(variants) == 5
-    sources = study_mod.tomllib.loads(f"s = [{', '.join(variants)}]")["s"]
-    parsed = study_mod.parse({**raw, "sources": sources})
+    sources = tomllib.loads(f"s = [{', '.join(variants)}]")["s"]
+    parsed = parse({**raw, "sources": sources})
     assert [s.variant["kind"] for s in parsed.sources] == ["mislabel", "balance", "imbalance", "subsample", "truncate"]
     assert base.train.preset == "cpu" and base.eval.examples == 40
 
@@ -155,7 +156,7 @@ def test_init_warns_about_unknown_tasks(tmp_path, monkeypatch, capsys):
     code, out = entry(monkeypatch, capsys, "init", str(tmp_path / "s.toml"), "--sources", "my_reviews", "--targets", "imdb")
     assert code == 0
     assert "'my_reviews' is not a known task yet" in out
-    study_mod.load(tmp_path / "s.toml")
+    load(tmp_path / "s.toml")
 
 
 # ------------------------------------------------------------------------- dry run estimate
@@ -198,7 +199,7 @@ def test_dry_run_prints_counts_and_an_estimate(tmp_path, monkeypatch, capsys):
 def test_estimate_counts_tokens_and_uses_default_speeds(tmp_path, monkeypatch):
     monkeypatch.setenv("TRAITMAP_CACHE", str(tmp_path / "cache"))
     tasks_dir, data = own_task(tmp_path)
-    config = study_mod.parse({"name": "s", "base_model": "smollm2-135m", "sources": ["complaints"], "targets": ["complaints"],
+    config = parse({"name": "s", "base_model": "smollm2-135m", "sources": ["complaints"], "targets": ["complaints"],
                               "task_dirs": [str(tasks_dir)], "train": {"steps": 10, "batch_size": 2}, "eval": {"examples": 30}})
     est = estimate_plan(config, make_plan(config), data)
     train, score = est.rows
@@ -222,7 +223,7 @@ def test_estimate_prefers_the_speeds_measured_in_the_out_dir(tmp_path, monkeypat
     path.mkdir(parents=True)
     (path / "adapter_config.json").write_text("{}")
     store.add_adapter("imdb", 0, "imdb", None, path, {"tokens": 5000, "seconds": 100.0}, "t")
-    config = study_mod.parse({"name": "out", "base_model": "smollm2-135m", "sources": ["complaints", "imdb"],
+    config = parse({"name": "out", "base_model": "smollm2-135m", "sources": ["complaints", "imdb"],
                               "targets": ["complaints"], "task_dirs": [str(tasks_dir)], "eval": {"examples": 30}})
     plan = make_plan(config, store)
     est = estimate_plan(config, plan, data, store)
@@ -348,5 +349,5 @@ def test_init_writes_a_relative_data_dir_as_the_study_file_reads_it(tmp_path, mo
     assert 'data_dir = "../data"' in (tmp_path / "studies" / "mine.toml").read_text()
     monkeypatch.chdir(tmp_path / "studies")  # wherever traitmap runs from
     monkeypatch.delenv("TRAITMAP_DATA_DIR", raising=False)
-    config = study_mod.load(tmp_path / "studies" / "mine.toml")
-    assert study_mod.resolve_data_dir(config) == (tmp_path / "data").resolve()
+    config = load(tmp_path / "studies" / "mine.toml")
+    assert resolve_data_dir(config) == (tmp_path / "data").resolve()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from traitmap import plan, study
+import traitmap.config
+from traitmap import plan
+from traitmap.config import StudyConfig
 
 STUDY = '''name = "slices"
 base_model = "smollm2-135m"
@@ -21,10 +23,10 @@ examples = 200
 '''
 
 
-def load(tmp_path, validation: int, steps: str = 'steps = "auto"\nmax_steps = 10') -> study.StudyConfig:
+def load(tmp_path, validation: int, steps: str = 'steps = "auto"\nmax_steps = 10') -> StudyConfig:
     path = tmp_path / "study.toml"
     path.write_text(STUDY.format(validation=validation, steps=steps))
-    return study.load(path)
+    return traitmap.config.load(path)
 
 
 @pytest.mark.parametrize("seed", [0, 1])

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from helpers import run_study, torch_threads
 
-from traitmap import study as study_config
+from traitmap.config import load, parse
 from traitmap import tasks
 from traitmap.errors import TraitmapError
 from traitmap.export import CELL_COLUMNS, export_study, portable_saved, write_metric_files, write_scores
@@ -86,7 +86,7 @@ def test_a_folder_that_is_neither_a_run_nor_an_export_is_one_clear_error(tmp_pat
 
 def run_folder(out: Path) -> Path:
     """A run folder whose store holds the planted cells, written as the runner writes them."""
-    config = study_config.parse({"name": "planted", "base_model": "smollm2-135m", "sources": ["flipkart"],
+    config = parse({"name": "planted", "base_model": "smollm2-135m", "sources": ["flipkart"],
                                  "targets": ["imdb", "flipkart"], "seeds": [0, 1]})
     store = prepare_out_dir(config, out, None)
     for (model, seed, task), right in CELLS.items():
@@ -161,7 +161,7 @@ MODELS = ["base", "flipkart", "flipkart@mislabel"]
 def loaded(tmp_path_factory, tiny_model_dir, data_dir):
     folder = tmp_path_factory.mktemp("api")
     (folder / "api.toml").write_text(STUDY.format(model=tiny_model_dir))
-    config = study_config.load(folder / "api.toml")
+    config = load(folder / "api.toml")
     with torch_threads(1):
         run_study(config, folder / "out", data_dir)
     return config, Study.load(folder / "out")

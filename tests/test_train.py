@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from traitmap.study import PRESETS, TrainConfig
+from traitmap.config import PRESETS, TrainConfig
 from traitmap.tasks import Example
 from traitmap.run import save_adapter
 from traitmap.train import (IGNORE, PROMPT_FLOOR, EarlyStopping, _padded, answer_loss, auto_max_length, kept_lengths,

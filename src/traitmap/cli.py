@@ -68,7 +68,7 @@ def _where_to_run(config, executor: Optional[str], address: Optional[str]):
     """The study with --executor and --address laid over its [run] table."""
     import dataclasses
 
-    from traitmap.study import where_to_run
+    from traitmap.config import where_to_run
 
     return dataclasses.replace(config, run=where_to_run(config.run, executor, address))
 
@@ -105,7 +105,7 @@ def _backend_args(config, pairs: Optional[list[str]]):
 
 def _load_study(study_file: Path, out: Optional[Path], data_dir: Optional[str]):
     """The parsed study file, its output folder and data folder; the run validates the rest."""
-    from traitmap import study as study_mod
+    from traitmap import config as study_mod
 
     config = study_mod.load(study_file)
     resolved_data = study_mod.resolve_data_dir(config, data_dir)
@@ -521,7 +521,7 @@ def init(path: Path = typer.Argument(Path("study.toml"), help="The study file to
     import tomllib
 
     from traitmap import models
-    from traitmap import study as study_mod
+    from traitmap import config as study_mod
     from traitmap import tasks as registry
     from traitmap.files import write_atomic
 

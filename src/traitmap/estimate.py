@@ -20,7 +20,7 @@ from pathlib import Path
 from traitmap import tasks
 from traitmap.backends.base import MAX_PROMPT_TOKENS
 from traitmap.errors import TraitmapError
-from traitmap.study import AUTO
+from traitmap.config import AUTO
 
 # Tokens per second of SmolLM2-135M in the quickstart on 2 cores of an AMD EPYC (AVX2, fp32):
 # training, scoring prompts, and generating. Conservative fall-backs: `traitmap calibrate`

@@ -26,7 +26,7 @@ from traitmap.metrics import CELL_KEY, metric_tables
 from traitmap.plan import CONFIG_FILE, adapter_path
 from traitmap.record import SCORE_FIELDS
 from traitmap.results import ADAPTERS_FILE, ANSWER_RATES_FILE, CELLS_FILE, SCORES_FILE, TRAINING_FILE, Study
-from traitmap.study import HUB
+from traitmap.config import HUB
 
 RESULT_FILES = ["matrix.csv", "gains.csv", "pca.json", "pca_loadings.csv", "pca_scores.csv"]
 RESULT_FOLDERS = ["analysis", "report"]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from traitmap.backends.base import AdapterRef, Backend
 from traitmap.record import Record
-from traitmap.study import TrainConfig
+from traitmap.config import TrainConfig
 from traitmap.tasks import Example, Task
 from traitmap.trainers import TRAINERS
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from traitmap import data, tasks
 from traitmap.errors import TraitmapError
 from traitmap.store import Store
-from traitmap.study import StudyConfig
+from traitmap.config import StudyConfig
 
 CONFIG_FILE = "config.json"
 DB_FILE = "traitmap.sqlite"

@@ -25,7 +25,7 @@ from traitmap.matrix import gains, transfer_matrix
 from traitmap.metrics import CELL_KEY, CHOICE_METRICS, DEFAULT_METRIC, with_gold_rates
 from traitmap.record import SCORE_FIELDS
 from traitmap.store import Store
-from traitmap.study import HUB, StudyConfig
+from traitmap.config import HUB, StudyConfig
 
 # An export's tables, as `traitmap.export` writes them
 MATRIX_FILE = "matrix.csv"

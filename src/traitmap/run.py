@@ -22,7 +22,7 @@ from traitmap.events import RunEvents
 from traitmap.files import remove_temporaries, write_atomic, write_error, write_folder, write_json
 from traitmap.jobs import EvalJob, TrainedAdapter, TrainJob
 from traitmap.plan import CONFIG_FILE, DB_FILE, adapter_path, evaluated_texts, make_plan, source_slices, target_examples
-from traitmap.study import HUB, StudyConfig
+from traitmap.config import HUB, StudyConfig
 from traitmap.store import Store, StudyLock
 
 

@@ -78,7 +78,7 @@ def measure(base_model: str, *, quick: bool = False) -> dict:
     """
     from traitmap import backends, models
     from traitmap.backends.base import Request
-    from traitmap.study import PRESETS, TrainConfig
+    from traitmap.config import PRESETS, TrainConfig
     from traitmap.tasks import Example
     from traitmap.train import steady_tokens_per_second, train_adapter, training_precision
 

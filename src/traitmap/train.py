@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from traitmap.jobs import TrainedAdapter
-from traitmap.study import AUTO, TrainConfig
+from traitmap.config import AUTO, TrainConfig
 from traitmap.tokens import prompt_ids
 
 IGNORE = -100

@@ -1,7 +1,7 @@
 """Validate a whole study before anything is written.
 
 `validate_study` reads everything the plan will read and checks it the way a user can
-fix it: the study file (already parsed by `study.load`), every task file, the base
+fix it: the study file (already parsed by `config.load`), every task file, the base
 model (that it exists, without loading its weights; its tokenizer when it is already
 on disk), every row of every split the plan reads (sources' train splits, targets'
 test splits), and the output folder. Each mistake is one TraitmapError naming the file,
@@ -19,7 +19,7 @@ from pathlib import Path
 from traitmap import data, models, plan, sandbox, tasks
 from traitmap.errors import TraitmapError
 from traitmap.store import LOCK_FILE
-from traitmap.study import StudyConfig, line_of, line_of_value
+from traitmap.config import StudyConfig, line_of, line_of_value
 
 
 def validate_study(config: StudyConfig, data_dir: Path | None, out_dir: Path | None = None,
@@ -192,7 +192,7 @@ def check_truncation(config: StudyConfig, training: dict[str, list], tokenizer, 
     examples at `max_length` (it would train on prompts alone). Counted with the base
     model's tokenizer, else at about 4 characters per token, on a seeded sample of at most
     `TRUNCATION_SAMPLE` examples (a whole split of the paper preset takes long to tokenize)."""
-    from traitmap.study import ANSWER_LOSS_LIMIT
+    from traitmap.config import ANSWER_LOSS_LIMIT
     from traitmap.train import PROMPT_FLOOR, example_lengths, resolve_max_length, truncation
 
     where = where or _StudyFile(config)

@@ -133,7 +133,7 @@ def test_bf16_on_the_gpu_agrees_with_the_cpu_in_fp32(model_dir, requests, cpu_re
 
 
 def test_training_on_the_gpu_runs_in_bf16_and_learns(tiny_model_dir, monkeypatch):
-    from traitmap.study import PRESETS, TrainConfig
+    from traitmap.config import PRESETS, TrainConfig
     from traitmap.tasks import Example
     from traitmap.train import train_adapter
 

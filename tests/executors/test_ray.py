@@ -10,7 +10,8 @@ import sqlite3
 import pytest
 from helpers import MICRO_STUDY, assert_same_records, make_config, run_study, traitmap
 
-from traitmap import run, study, tasks
+from traitmap import run, tasks
+from traitmap.config import where_to_run
 from traitmap.errors import TraitmapError
 from traitmap.jobs import EvalJob
 from traitmap.plan import DB_FILE
@@ -23,7 +24,7 @@ CELLS = 3 * 3  # (base + 2 adapters) x 3 targets
 
 
 def run_on(executor, config, out, data_dir, address=None, **options):
-    config = dataclasses.replace(config, run=study.where_to_run(config.run, executor, address))
+    config = dataclasses.replace(config, run=where_to_run(config.run, executor, address))
     return run_study(config, out, data_dir, executor_options=options)
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from traitmap import study as study_config
+from traitmap.config import parse
 from traitmap.analysis.uncertainty import percentile_interval, resample_counts
 from traitmap.export import write_scores
 from traitmap.findings import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, calibration, claims, evaluate, generate, render
@@ -40,7 +40,7 @@ def write_folder(folder: Path, sources: list, targets: list[str], rates: dict[st
     (exactly, or drawn binomially where `noisy`).
 
     same_examples: model -> model whose right/wrong pattern it copies exactly (a planted null)."""
-    config = study_config.parse({"name": folder.name, "base_model": "smollm2-135m", "sources": sources,
+    config = parse({"name": folder.name, "base_model": "smollm2-135m", "sources": sources,
                                  "targets": targets})
     folder.mkdir(parents=True)
     (folder / "config.json").write_text(json.dumps({"config": config.to_dict(), "machine": {"cpu": "test CPU"}}))
@@ -308,7 +308,7 @@ def test_class_balance_claims_are_judged_in_balanced_accuracy(tmp_path, target, 
     answers[fair_one] = fair
     sources = ["flipkart", {"task": "flipkart", "variant": {"kind": "balance"}}]
     folder = tmp_path / "balance"
-    config = study_config.parse({"name": "c", "base_model": "smollm2-135m", "sources": sources, "targets": [target]})
+    config = parse({"name": "c", "base_model": "smollm2-135m", "sources": sources, "targets": [target]})
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"config": config.to_dict()}))
     write_records(folder, imbalanced_records(answers, gold, target), [target], list(answers))

@@ -29,7 +29,7 @@ from traitmap.metrics import balanced_accuracy
 from traitmap.errors import TraitmapError
 from traitmap.record import SCORE_FIELDS
 from traitmap.results import ADAPTERS_FILE, TRAINING_FILE, Study
-from traitmap.study import StudyConfig
+from traitmap.config import StudyConfig
 
 N_BOOT = 2000
 BOOT_SEED = 0

@@ -2,7 +2,8 @@
 
 import pytest
 
-from traitmap import study
+import traitmap.config
+from traitmap.config import DEFAULT_VALIDATION_EXAMPLES, RunConfig, StudyConfig, resolve_data_dir, where_to_run
 from traitmap.errors import TraitmapError
 
 HEAD = '''name = "s"
@@ -15,7 +16,7 @@ targets = ["imdb", "goat"]
 def load(tmp_path, text):
     path = tmp_path / "study.toml"
     path.write_text(text)
-    return study.load(path)
+    return traitmap.config.load(path)
 
 
 def error(tmp_path, text) -> TraitmapError:
@@ -77,56 +78,56 @@ variant = {kind = "balance"}
 
 
 def test_run_table_chooses_the_executor(tmp_path):
-    assert load(tmp_path, HEAD).run == study.RunConfig("local", None)
+    assert load(tmp_path, HEAD).run == RunConfig("local", None)
     config = load(tmp_path, HEAD + '[run]\nexecutor = "ray"\naddress = "10.0.0.5:6379"\n')
-    assert config.run == study.RunConfig("ray", "10.0.0.5:6379")
-    assert load(tmp_path, HEAD + '[run]\naddress = "auto"\n').run == study.RunConfig("ray", "auto")
-    assert study.StudyConfig.from_dict(config.to_dict()) == config
+    assert config.run == RunConfig("ray", "10.0.0.5:6379")
+    assert load(tmp_path, HEAD + '[run]\naddress = "auto"\n').run == RunConfig("ray", "auto")
+    assert StudyConfig.from_dict(config.to_dict()) == config
     saved = config.to_dict()
     del saved["run"]  # an output dir written before [run] existed
-    assert study.StudyConfig.from_dict(saved).run == study.RunConfig()
+    assert StudyConfig.from_dict(saved).run == RunConfig()
 
 
 @pytest.mark.parametrize("run, executor, address, merged", [
-    (study.RunConfig(), None, None, study.RunConfig()),
-    (study.RunConfig(), None, "auto", study.RunConfig("ray", "auto")),  # an address means a Ray cluster
-    (study.RunConfig("ray", "10.0.0.5:6379", 5), "ray", None, study.RunConfig("ray", "10.0.0.5:6379", 5)),
-    (study.RunConfig("ray", "10.0.0.5:6379", 5), "local", None, study.RunConfig("local", None, 5)),
-    (study.RunConfig("ray", "10.0.0.5:6379"), None, "10.0.0.6:6379", study.RunConfig("ray", "10.0.0.6:6379")),
-    (study.RunConfig("ray", "10.0.0.5:6379"), "ray", "auto", study.RunConfig("ray", "auto")),
+    (RunConfig(), None, None, RunConfig()),
+    (RunConfig(), None, "auto", RunConfig("ray", "auto")),  # an address means a Ray cluster
+    (RunConfig("ray", "10.0.0.5:6379", 5), "ray", None, RunConfig("ray", "10.0.0.5:6379", 5)),
+    (RunConfig("ray", "10.0.0.5:6379", 5), "local", None, RunConfig("local", None, 5)),
+    (RunConfig("ray", "10.0.0.5:6379"), None, "10.0.0.6:6379", RunConfig("ray", "10.0.0.6:6379")),
+    (RunConfig("ray", "10.0.0.5:6379"), "ray", "auto", RunConfig("ray", "auto")),
 ])
 def test_where_to_run_lays_executor_and_address_over_the_run_table(run, executor, address, merged):
-    assert study.where_to_run(run, executor, address) == merged
+    assert where_to_run(run, executor, address) == merged
 
 
 def test_where_to_run_refuses_an_address_without_ray_and_an_unknown_executor():
     with pytest.raises(TraitmapError, match="an address is for the ray executor, not 'local'") as caught:
-        study.where_to_run(study.RunConfig(), "local", "10.0.0.5:6379")
+        where_to_run(RunConfig(), "local", "10.0.0.5:6379")
     assert caught.value.field == "address"
     with pytest.raises(TraitmapError, match=r"unknown executor 'slurm' \(choose from local, ray\)") as caught:
-        study.where_to_run(study.RunConfig(), "slurm")
+        where_to_run(RunConfig(), "slurm")
     assert caught.value.field == "executor"
 
 
 def test_run_options_are_the_ray_executors_arguments():
-    assert study.RunConfig().executor_options == {}
-    assert study.RunConfig("ray", None, 5).executor_options == {"address": None, "connect_timeout": 5}
+    assert RunConfig().executor_options == {}
+    assert RunConfig("ray", None, 5).executor_options == {"address": None, "connect_timeout": 5}
 
 
 def test_backend_args_are_a_table_kept_in_the_config(tmp_path):
     assert load(tmp_path, HEAD).eval.backend_args == {}
     config = load(tmp_path, HEAD + '[eval]\nbackend_args = {max_loras = 8, dtype = "bfloat16"}\n')
     assert config.eval.backend_args == {"max_loras": 8, "dtype": "bfloat16"}
-    assert study.StudyConfig.from_dict(config.to_dict()) == config
+    assert StudyConfig.from_dict(config.to_dict()) == config
     saved = config.to_dict()
     del saved["eval"]["backend_args"]  # an output dir written before backend_args existed
-    assert study.StudyConfig.from_dict(saved).eval.backend_args == {}
+    assert StudyConfig.from_dict(saved).eval.backend_args == {}
 
 
 def test_config_round_trips_through_a_dict(tmp_path):
     config = load(tmp_path, HEAD.replace('"gsm8k"]', '{task = "flipkart", variant = {kind = "balance"}}]'))
     assert config.sources[1].variant == {"kind": "balance"}
-    assert study.StudyConfig.from_dict(config.to_dict()) == config
+    assert StudyConfig.from_dict(config.to_dict()) == config
 
 
 @pytest.mark.parametrize("text, line, field", [
@@ -161,7 +162,7 @@ def test_toml_syntax_error_names_file_and_line(tmp_path):
 
 def test_missing_file_and_missing_key(tmp_path):
     with pytest.raises(TraitmapError, match="not found"):
-        study.load(tmp_path / "absent.toml")
+        traitmap.config.load(tmp_path / "absent.toml")
     e = error(tmp_path, HEAD.replace('base_model = "some/model"\n', ""))
     assert e.field == "base_model" and "missing" in str(e)
 
@@ -170,16 +171,16 @@ def test_resolve_data_dir_prefers_the_override(tmp_path, monkeypatch):
     monkeypatch.delenv("TRAITMAP_DATA_DIR", raising=False)
     config = load(tmp_path, HEAD)
     with pytest.raises(TraitmapError, match="no data directory"):
-        study.resolve_data_dir(config)
-    assert study.resolve_data_dir(config, str(tmp_path)) == tmp_path.resolve()
+        resolve_data_dir(config)
+    assert resolve_data_dir(config, str(tmp_path)) == tmp_path.resolve()
     with pytest.raises(TraitmapError, match="does not exist"):
-        study.resolve_data_dir(config, str(tmp_path / "nope"))
+        resolve_data_dir(config, str(tmp_path / "nope"))
 
 
 def test_steps_auto_holds_out_a_validation_slice_and_keeps_the_learning_rate_up(tmp_path):
     t = load(tmp_path, HEAD + '[train]\nsteps = "auto"\nmax_steps = 90\nmax_length = "auto"\n').train
     assert (t.steps, t.max_steps, t.total_steps(10_000)) == ("auto", 90, 90)
-    assert t.validation_examples == study.DEFAULT_VALIDATION_EXAMPLES and t.scheduler == "constant_with_warmup"
+    assert t.validation_examples == DEFAULT_VALIDATION_EXAMPLES and t.scheduler == "constant_with_warmup"
     assert t.max_length == "auto"
     assert load(tmp_path, HEAD + "[train]\nmax_steps = 90\n").train.steps == "auto"  # a limit alone means "auto"
     fixed = load(tmp_path, HEAD + "[train]\nsteps = 8\n").train
@@ -204,4 +205,4 @@ def test_a_config_recorded_before_a_setting_existed_reads_with_its_presets_value
     recorded = config.to_dict()
     for key in ("max_steps", "patience", "min_delta", "eval_every", "validation_examples", "max_length_cap"):
         del recorded["train"][key]
-    assert study.StudyConfig.from_dict(recorded) == config
+    assert StudyConfig.from_dict(recorded) == config
