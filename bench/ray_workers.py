@@ -64,9 +64,10 @@ def tiny_model(folder: Path) -> Path:
 def timed_run(config, out: Path, data_dir: Path, executor: str) -> float:
     import dataclasses
 
-    from traitmap import run, study
+    from traitmap import run
+    from traitmap.config import where_to_run
 
-    config = dataclasses.replace(config, run=study.where_to_run(config.run, executor, None))
+    config = dataclasses.replace(config, run=where_to_run(config.run, executor, None))
     start = time.perf_counter()
     run.run_study(config, out, data_dir, steps=("train", "evaluate"))
     return time.perf_counter() - start

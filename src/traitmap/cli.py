@@ -105,10 +105,10 @@ def _backend_args(config, pairs: Optional[list[str]]):
 
 def _load_study(study_file: Path, out: Optional[Path], data_dir: Optional[str]):
     """The parsed study file, its output folder and data folder; the run validates the rest."""
-    from traitmap import config as study_mod
+    from traitmap.config import load, resolve_data_dir
 
-    config = study_mod.load(study_file)
-    resolved_data = study_mod.resolve_data_dir(config, data_dir)
+    config = load(study_file)
+    resolved_data = resolve_data_dir(config, data_dir)
     return config, (out or Path("runs") / config.name), resolved_data
 
 
@@ -521,7 +521,7 @@ def init(path: Path = typer.Argument(Path("study.toml"), help="The study file to
     import tomllib
 
     from traitmap import models
-    from traitmap import config as study_mod
+    from traitmap.config import parse
     from traitmap import tasks as registry
     from traitmap.files import write_atomic
 
@@ -544,7 +544,7 @@ def init(path: Path = typer.Argument(Path("study.toml"), help="The study file to
         task_dirs_line=f"task_dirs = [{_toml_list(dirs)}]" if dirs else '# task_dirs = ["my_tasks"]',
         data_dir_line=f'data_dir = "{_beside_study(data_dir, folder)}"' if data_dir else '# data_dir = "/path/to/data"',
     )
-    config = study_mod.parse(tomllib.loads(text), path=path, text=text)  # never write an invalid file
+    config = parse(tomllib.loads(text), path=path, text=text)  # never write an invalid file
     write_atomic(path, text)
     out_console.print(f"wrote {path}: {len(source_list)} sources, {len(target_list)} targets, base model {model}")
     known = set(registry.names(extra_dirs=config.task_dirs))

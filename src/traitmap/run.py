@@ -161,7 +161,7 @@ def run_study(config: StudyConfig, out_dir: Path, data_dir: Path | None, *, even
     """Do the given steps of a study, skipping finished work; returns the report's path if built.
     The adapters named in `retrain` are trained and evaluated again (e.g. damaged files).
 
-    Jobs run on the executor of the study's [run] table (`study.where_to_run` lays
+    Jobs run on the executor of the study's [run] table (`config.where_to_run` lays
     --executor and --address over it); `executor_options` add to its constructor's arguments.
     Progress goes to `events` (none shown by default)."""
     from traitmap import executors
