@@ -685,17 +685,11 @@ def tasks_list(task_dir: Optional[list[str]] = typer.Option(None, "--task-dir", 
 def tasks_show(name: str, data_dir: Optional[str] = DataOpt, split: str = "test",
                task_dir: Optional[list[str]] = typer.Option(None, "--task-dir")):
     """Show a task and one rendered example prompt and answer, after checking every row of the split."""
-    import os
-
     from traitmap import tasks as registry
+    from traitmap.config import choose_data_dir
 
     task = registry.get(name, extra_dirs=task_dir or ())
-    folder, origin = (data_dir, "--data-dir") if data_dir else (os.environ.get("TRAITMAP_DATA_DIR"), "TRAITMAP_DATA_DIR")
-    if not folder:
-        raise TraitmapError("pass --data-dir or set TRAITMAP_DATA_DIR to render an example")
-    if folder != "hub" and not Path(folder).is_dir():
-        raise TraitmapError(f"data directory '{folder}' (from {origin}) does not exist", field=origin)
-    source = None if folder == "hub" else Path(folder)
+    source = choose_data_dir(data_dir, none_given="pass --data-dir or set TRAITMAP_DATA_DIR to render an example")
     checked = len(task.examples(split, source, seed=0))  # every row read and validated, as documented
     example = task.examples(split, source, limit=1, seed=0)[0]  # the same example a study would sample first
     out_console.print(f"[bold]{task.name}[/bold] ({task.kind}, {task.metric}; tags: {', '.join(task.tags)})")

@@ -577,14 +577,20 @@ def resolve_data_dir(config: StudyConfig, override: str | None = None) -> Path |
 
     The value "hub" means: read every task from its Hugging Face hub id (returns None).
     """
+    return choose_data_dir(override, config.data_dir, f"data_dir in {config.path or 'the study file'}",
+                           "no data directory: pass --data-dir (a folder, or 'hub' to read from the Hugging Face "
+                           "hub), set TRAITMAP_DATA_DIR, or set data_dir in the study file")
+
+
+def choose_data_dir(override: str | None, study_value: str | None = None, study_origin: str = "",
+                    none_given: str = "no data directory: pass --data-dir or set TRAITMAP_DATA_DIR") -> Path | None:
+    """The first of --data-dir, TRAITMAP_DATA_DIR and a study's data_dir that is set: a folder
+    that must exist, or None for "hub". An error names where the folder came from."""
     chosen, origin = next(((value, origin) for value, origin in (
         (override, "from --data-dir"), (os.environ.get("TRAITMAP_DATA_DIR"), "from TRAITMAP_DATA_DIR"),
-        (config.data_dir, f"from data_dir in {config.path or 'the study file'}")) if value), (None, ""))
+        (study_value, f"from {study_origin}")) if value), (None, ""))
     if not chosen:
-        raise TraitmapError(
-            "no data directory: pass --data-dir (a folder, or 'hub' to read from the Hugging Face hub), "
-            "set TRAITMAP_DATA_DIR, or set data_dir in the study file"
-        )
+        raise TraitmapError(none_given)
     if chosen == HUB:
         return None
     p = Path(chosen).expanduser()
