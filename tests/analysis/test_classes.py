@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from traitmap.analysis.classes import (GOLD_ROW, NO_ANSWER, ClassAnalysis, answer_balance, answer_shares,
-                                       confusion_counts, js_distance, label_order, row_shares, run)
+from traitmap.analysis.classes import (GOLD_ROW, NO_ANSWER, ClassAnalysis, answer_balance, answer_mix, answer_shares,
+                                       balanced_gains, confusion_counts, js_distance, label_order, row_shares, run)
 
 LABELS = ["positive", "neutral", "negative"]
 
@@ -138,3 +138,20 @@ def test_answer_balance_finds_the_label_furthest_from_gold():
     row = answer_balance(collapsed).iloc[0]
     assert (row["top_label"], row["top_share"], row["largest_gold_share"]) == ("a", 1.0, 0.5)
 
+
+def test_balanced_gains_average_seeds_and_compare_with_base():
+    cells = pd.DataFrame({"model": ["base", "a", "a", "b"], "seed": [-1, 0, 1, 0], "task": ["t", "t", "t", "u"],
+                          "accuracy": [0.5, 0.6, 0.7, 0.9], "balanced_accuracy": [0.5, 0.4, 0.5, 0.9]})
+    gains = balanced_gains(cells).set_index("model")
+    assert list(gains.index) == ["base", "a", "b"]
+    assert gains.loc["a", "accuracy_gain"] == pytest.approx(0.15)
+    assert gains.loc["a", "balanced_gain"] == pytest.approx(-0.05)
+    assert gains.loc[["base", "b"], "balanced_gain"].isna().all()  # the base itself, and a task without base
+
+
+def test_answer_mix_is_the_top_label_and_the_distance_to_the_gold_mix():
+    rates = pd.DataFrame({"model": "a", "task": "t", "label": ["x", "y", "x", "y"], "seed": [0, 0, 1, 1],
+                          "rate": [0.8, 0.2, 0.9, 0.1], "gold_rate": [0.5, 0.5, 0.5, 0.5]})
+    mix = answer_mix(rates).iloc[0]
+    assert (mix["label"], mix["rate"], mix["gold_rate"]) == ("x", pytest.approx(0.85), 0.5)
+    assert mix["distance"] == pytest.approx(0.35)

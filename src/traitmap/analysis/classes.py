@@ -5,8 +5,8 @@ confidence, a toxicity adapter says "neutral" more. `ClassAnalysis` puts numbers
 each source's label distribution, each model's predicted distribution and confusion
 matrix on every choice target, and how far predictions sit from the gold distribution,
 from the source's distribution and from the base model's predictions. The functions after
-it turn the saved confusion table into the shares the report lays out, so the report
-computes none of them itself.
+it turn the saved confusion table, the choice cells and their answer rates into the shares
+and gains the report lays out, so the report computes none of them itself.
 """
 
 from __future__ import annotations
@@ -215,6 +215,34 @@ def answer_balance(confusion: pd.DataFrame) -> pd.DataFrame:
                      "furthest_share": answered.get(furthest, 0.0), "furthest_gold_share": gold.get(furthest, 0.0)})
     return pd.DataFrame(rows, columns=["model", "task", "top_label", "top_share", "largest_gold_share", "furthest_label",
                                        "furthest_gap", "furthest_share", "furthest_gold_share"])
+
+
+# --- read back from the results' choice cells and answer rates --------------------------------
+
+
+def balanced_gains(cells: pd.DataFrame, base: str = BASE) -> pd.DataFrame:
+    """Per choice cell (model, task), seeds averaged: an adapter's gain over the base model in
+    accuracy and in balanced accuracy (NaN for the base model and where the task has no base
+    cell). Accuracy rewards answering the majority label; balanced accuracy does not."""
+    means = cells.dropna(subset=["balanced_accuracy"]).groupby(["model", "task"], sort=False)[
+        ["accuracy", "balanced_accuracy"]].mean().reset_index()
+    base_means = means[means["model"] == base].drop(columns="model")
+    gains = means[means["model"] != base].merge(base_means, on="task", suffixes=("", "_base"))
+    gains["accuracy_gain"] = gains["accuracy"] - gains["accuracy_base"]
+    gains["balanced_gain"] = gains["balanced_accuracy"] - gains["balanced_accuracy_base"]
+    return means[["model", "task"]].merge(gains[["model", "task", "accuracy_gain", "balanced_gain"]], how="left",
+                                          on=["model", "task"])
+
+
+def answer_mix(rates: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, task), seeds averaged: the most answered label, its answer and gold rates,
+    and the total variation distance between the answer mix and the gold mix."""
+    mean = rates.groupby(["model", "task", "label"], sort=False)[["rate", "gold_rate"]].mean().reset_index()
+    mean["gap"] = (mean["rate"] - mean["gold_rate"]).abs()
+    top = mean.loc[mean.groupby(["model", "task"], sort=False)["rate"].idxmax(), ["model", "task", "label", "rate",
+                                                                                   "gold_rate"]]
+    distance = (mean.groupby(["model", "task"], sort=False)["gap"].sum() / 2).rename("distance").reset_index()
+    return top.merge(distance, on=["model", "task"])
 
 
 MINIMUM = "a choice target (answer rates are counted over its labels)"
