@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from traitmap.analysis.classes import NO_ANSWER, ClassAnalysis, js_distance, run
+from traitmap.analysis.classes import (GOLD_ROW, NO_ANSWER, ClassAnalysis, answer_balance, answer_mix, answer_shares,
+                                       balanced_gains, confusion_counts, js_distance, label_order, row_shares, run)
 
 LABELS = ["positive", "neutral", "negative"]
 
@@ -92,3 +93,65 @@ def test_run_writes_files(tmp_path):
     assert {p.name for p in paths} == {"classes.json", "classes_source.csv", "classes_gold.csv", "classes_predicted.csv", "classes_confusion.csv", "classes_bias.csv", "classes_divergence.csv"}
     assert set(pd.read_csv(tmp_path / "classes_source.csv")["source"]) == {"imdb", "pile"}
     assert pd.read_csv(tmp_path / "classes_divergence.csv").set_index("model").loc["imdb", "js_to_gold"] > 0.4
+
+
+def planted_confusion():
+    fit = ClassAnalysis().fit(planted_records(), SOURCES, {"flipkart": LABELS})
+    return fit.confusion_
+
+
+def test_answer_shares_hold_the_gold_row_and_each_models_answer_mix():
+    confusion = planted_confusion()
+    labels = label_order(confusion)
+    assert set(labels[:3]) == set(LABELS) and labels[3:] == [NO_ANSWER]
+    shares = answer_shares(confusion, ["base", "imdb", "pile"], labels)
+    assert list(shares.index) == [GOLD_ROW, "base", "imdb", "pile"]
+    assert shares.loc[GOLD_ROW, LABELS].tolist() == pytest.approx([1 / 3] * 3)
+    assert shares.loc[GOLD_ROW, NO_ANSWER] == 0
+    assert shares.sum(axis=1).tolist() == pytest.approx([1.0] * 4)
+    assert shares.loc["imdb", "positive"] > 0.75 and shares.loc["imdb", "neutral"] == 0
+
+
+def test_label_order_puts_frequent_gold_labels_first_then_other_answers_by_name():
+    confusion = pd.DataFrame({"task": "t", "model": "m", "gold": ["a", "b", "b", "b"], "predicted": ["z", "b", "y", "a"],
+                              "count": [1, 2, 3, 4]})
+    assert label_order(confusion) == ["b", "a", "y", "z"]
+
+
+def test_confusion_rows_read_as_shares_of_each_gold_label():
+    confusion = planted_confusion()
+    counts = confusion_counts(confusion[confusion["model"] == "imdb"], LABELS + ["unseen"])
+    assert counts.loc["unseen"].sum() == 0 and counts.loc["positive"].sum() == 40
+    shares = row_shares(counts)
+    assert shares.loc["unseen"].tolist() == [0.0] * 4  # a label never gold stays zero, not NaN
+    assert shares.loc[LABELS].sum(axis=1).tolist() == pytest.approx([1.0] * 3)
+
+
+def test_answer_balance_finds_the_label_furthest_from_gold():
+    balance = answer_balance(planted_confusion()).set_index("model")
+    imdb = balance.loc["imdb"]
+    assert imdb["top_label"] == "positive" and imdb["top_share"] > 0.75
+    assert imdb["largest_gold_share"] == pytest.approx(1 / 3)
+    assert imdb["furthest_label"] == "positive"
+    assert imdb["furthest_gap"] == pytest.approx(imdb["furthest_share"] - 1 / 3)
+    collapsed = pd.DataFrame({"task": "t", "model": "m", "gold": ["a", "b"], "predicted": "a", "count": [5, 5]})
+    row = answer_balance(collapsed).iloc[0]
+    assert (row["top_label"], row["top_share"], row["largest_gold_share"]) == ("a", 1.0, 0.5)
+
+
+def test_balanced_gains_average_seeds_and_compare_with_base():
+    cells = pd.DataFrame({"model": ["base", "a", "a", "b"], "seed": [-1, 0, 1, 0], "task": ["t", "t", "t", "u"],
+                          "accuracy": [0.5, 0.6, 0.7, 0.9], "balanced_accuracy": [0.5, 0.4, 0.5, 0.9]})
+    gains = balanced_gains(cells).set_index("model")
+    assert list(gains.index) == ["base", "a", "b"]
+    assert gains.loc["a", "accuracy_gain"] == pytest.approx(0.15)
+    assert gains.loc["a", "balanced_gain"] == pytest.approx(-0.05)
+    assert gains.loc[["base", "b"], "balanced_gain"].isna().all()  # the base itself, and a task without base
+
+
+def test_answer_mix_is_the_top_label_and_the_distance_to_the_gold_mix():
+    rates = pd.DataFrame({"model": "a", "task": "t", "label": ["x", "y", "x", "y"], "seed": [0, 0, 1, 1],
+                          "rate": [0.8, 0.2, 0.9, 0.1], "gold_rate": [0.5, 0.5, 0.5, 0.5]})
+    mix = answer_mix(rates).iloc[0]
+    assert (mix["label"], mix["rate"], mix["gold_rate"]) == ("x", pytest.approx(0.85), 0.5)
+    assert mix["distance"] == pytest.approx(0.35)

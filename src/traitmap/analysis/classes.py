@@ -4,7 +4,9 @@ The paper's Flipkart example: an IMDB adapter (binary) answers positive/negative
 confidence, a toxicity adapter says "neutral" more. `ClassAnalysis` puts numbers on it:
 each source's label distribution, each model's predicted distribution and confusion
 matrix on every choice target, and how far predictions sit from the gold distribution,
-from the source's distribution and from the base model's predictions.
+from the source's distribution and from the base model's predictions. The functions after
+it turn the saved confusion table, the choice cells and their answer rates into the shares
+and gains the report lays out, so the report computes none of them itself.
 """
 
 from __future__ import annotations
@@ -150,8 +152,8 @@ class ClassAnalysis:
 
     def confusion_matrix(self, task: str, model: str) -> pd.DataFrame:
         """gold (rows) x predicted (columns) counts for one model on one task."""
-        part = self.confusion_[(self.confusion_["task"] == task) & (self.confusion_["model"] == model)]
-        return part.pivot_table(index="gold", columns="predicted", values="count", aggfunc="sum", fill_value=0)
+        confusion = self.confusion_
+        return confusion_counts(confusion[(confusion["task"] == task) & (confusion["model"] == model)])
 
     def to_dict(self) -> dict:
         return json_ready({
@@ -161,6 +163,86 @@ class ClassAnalysis:
             "confusion": self.confusion_.to_dict(orient="records"),
             "divergence": self.divergence_.to_dict(orient="records"),
         })
+
+
+# --- read back from classes_confusion.csv (task, model, gold, predicted, count) --------------
+
+GOLD_ROW = "gold labels"  # the row of answer_shares that holds the gold labels' shares
+
+
+def confusion_counts(confusion: pd.DataFrame, labels: Sequence[str] | None = None) -> pd.DataFrame:
+    """gold (rows) x predicted (columns) counts of one model on one task, over `labels` when given."""
+    counts = confusion.pivot_table(index="gold", columns="predicted", values="count", aggfunc="sum", fill_value=0)
+    return counts if labels is None else counts.reindex(index=labels, columns=labels, fill_value=0)
+
+
+def row_shares(table: pd.DataFrame) -> pd.DataFrame:
+    """Each row divided by its total, so rows of counts read as shares; a row of zeros stays zero."""
+    return table.div(table.sum(axis=1).replace(0, np.nan), axis=0).fillna(0)
+
+
+def label_order(confusion: pd.DataFrame) -> list[str]:
+    """One task's labels: the gold labels, most frequent first, then any other answer by name."""
+    labels = list(confusion.groupby("gold")["count"].sum().sort_values(ascending=False).index)
+    return labels + sorted(set(confusion["predicted"]) - set(labels))
+
+
+def answer_shares(confusion: pd.DataFrame, models: Sequence[str], labels: Sequence[str]) -> pd.DataFrame:
+    """One task's label mix: the gold labels' shares (row GOLD_ROW, counted on the first model's
+    examples) and then each model's answer shares, over `labels`."""
+    answered = confusion.pivot_table(index="model", columns="predicted", values="count", aggfunc="sum", fill_value=0)
+    answered = answered.reindex(index=list(models), columns=list(labels), fill_value=0)
+    gold = confusion[confusion["model"] == models[0]].groupby("gold")["count"].sum().reindex(labels, fill_value=0)
+    return row_shares(pd.concat([pd.DataFrame([gold], index=[GOLD_ROW]), answered]))
+
+
+def answer_balance(confusion: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, task), seeds pooled, against the gold labels of the same examples: the most
+    answered label and its share, the largest gold share, and the label whose answer share sits
+    furthest from its gold share (gap = answer share - gold share), with both shares."""
+    rows = []
+    for (model, task), part in confusion.groupby(["model", "task"], sort=False):
+        total = part["count"].sum()
+        if total <= 0:
+            continue
+        answered = part.groupby("predicted")["count"].sum() / total
+        gold = part.groupby("gold")["count"].sum() / total
+        labels = gold.index.union(answered.index)
+        gap = answered.reindex(labels, fill_value=0) - gold.reindex(labels, fill_value=0)
+        furthest = gap.abs().idxmax()
+        rows.append({"model": model, "task": task, "top_label": answered.idxmax(), "top_share": answered.max(),
+                     "largest_gold_share": gold.max(), "furthest_label": furthest, "furthest_gap": gap[furthest],
+                     "furthest_share": answered.get(furthest, 0.0), "furthest_gold_share": gold.get(furthest, 0.0)})
+    return pd.DataFrame(rows, columns=["model", "task", "top_label", "top_share", "largest_gold_share", "furthest_label",
+                                       "furthest_gap", "furthest_share", "furthest_gold_share"])
+
+
+# --- read back from the results' choice cells and answer rates --------------------------------
+
+
+def balanced_gains(cells: pd.DataFrame, base: str = BASE) -> pd.DataFrame:
+    """Per choice cell (model, task), seeds averaged: an adapter's gain over the base model in
+    accuracy and in balanced accuracy (NaN for the base model and where the task has no base
+    cell). Accuracy rewards answering the majority label; balanced accuracy does not."""
+    means = cells.dropna(subset=["balanced_accuracy"]).groupby(["model", "task"], sort=False)[
+        ["accuracy", "balanced_accuracy"]].mean().reset_index()
+    base_means = means[means["model"] == base].drop(columns="model")
+    gains = means[means["model"] != base].merge(base_means, on="task", suffixes=("", "_base"))
+    gains["accuracy_gain"] = gains["accuracy"] - gains["accuracy_base"]
+    gains["balanced_gain"] = gains["balanced_accuracy"] - gains["balanced_accuracy_base"]
+    return means[["model", "task"]].merge(gains[["model", "task", "accuracy_gain", "balanced_gain"]], how="left",
+                                          on=["model", "task"])
+
+
+def answer_mix(rates: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, task), seeds averaged: the most answered label, its answer and gold rates,
+    and the total variation distance between the answer mix and the gold mix."""
+    mean = rates.groupby(["model", "task", "label"], sort=False)[["rate", "gold_rate"]].mean().reset_index()
+    mean["gap"] = (mean["rate"] - mean["gold_rate"]).abs()
+    top = mean.loc[mean.groupby(["model", "task"], sort=False)["rate"].idxmax(), ["model", "task", "label", "rate",
+                                                                                   "gold_rate"]]
+    distance = (mean.groupby(["model", "task"], sort=False)["gap"].sum() / 2).rename("distance").reset_index()
+    return top.merge(distance, on=["model", "task"])
 
 
 MINIMUM = "a choice target (answer rates are counted over its labels)"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from traitmap.analysis.classes import GOLD_ROW, answer_shares, confusion_counts, label_order, row_shares
 from traitmap.analysis.dependency import ALL
 
 from . import figures
@@ -117,26 +118,19 @@ def classes_section(study) -> Section:
         models += sorted(set(conf["model"]) - set(models))
         shares, widest = {}, None
         for task, rows in conf.groupby("task", sort=True):
-            labels = list(rows.groupby("gold")["count"].sum().sort_values(ascending=False).index)
-            labels += sorted(set(rows["predicted"]) - set(labels))
+            labels = label_order(rows)
             present = [m for m in models if m in set(rows["model"])]
-            pred = rows.pivot_table(index="model", columns="predicted", values="count", aggfunc="sum", fill_value=0)
-            pred = pred.reindex(index=present, columns=labels, fill_value=0)
-            gold = rows[rows["model"] == present[0]].groupby("gold")["count"].sum().reindex(labels, fill_value=0)
-            table = pd.concat([pd.DataFrame([gold], index=["gold labels"]), pred])
-            table = table.div(table.sum(axis=1).replace(0, np.nan), axis=0).fillna(0)
+            table = answer_shares(rows, present, labels)
             shares[task] = table
-            adapters_only = table.drop(index=["gold labels", "base"], errors="ignore")
+            adapters_only = table.drop(index=[GOLD_ROW, "base"], errors="ignore")
             if len(adapters_only) >= 2:
                 for label in labels:
                     col = adapters_only[label]
                     if widest is None or col.max() - col.min() > widest[0]:
-                        widest = (col.max() - col.min(), task, label, table.loc["gold labels", label],
+                        widest = (col.max() - col.min(), task, label, table.loc[GOLD_ROW, label],
                                   col.idxmax(), col.max(), col.idxmin(), col.min())
-            counts = {m: rows[rows["model"] == m].pivot_table(index="gold", columns="predicted", values="count",
-                                                              aggfunc="sum", fill_value=0)
-                      .reindex(index=labels, columns=labels, fill_value=0) for m in present}
-            mats = {m: c.div(c.sum(axis=1).replace(0, np.nan), axis=0).fillna(0) for m, c in counts.items()}
+            counts = {m: confusion_counts(rows[rows["model"] == m], labels) for m in present}
+            mats = {m: row_shares(c) for m, c in counts.items()}
             blocks.append(Figure.of(f"fig-confusion-{len(blocks)}", figures.confusion_grid(mats, counts),
                                     caption=f"Confusion matrices on {task}: gold label (rows) against answer "
                                             f"(columns), % of each gold label."))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from traitmap.analysis.classes import answer_mix, balanced_gains
 from traitmap.metrics import DEFAULT_METRIC
 
 from .blocks import Table
@@ -32,15 +33,8 @@ def metric_disagreement(study) -> tuple[list[str], list]:
     cells = getattr(study, "cells", None)
     if cells is None or cells.empty or cells["balanced_accuracy"].isna().all():
         return sentences, []
-    cells = cells.dropna(subset=["balanced_accuracy"]).groupby(["model", "task"], sort=False)[
-        ["accuracy", "balanced_accuracy"]].mean().reset_index()
-    base = cells[cells["model"] == "base"].drop(columns="model")
-    gains = cells[cells["model"] != "base"].merge(base, on="task", suffixes=("", "_base"))
-    gains["accuracy_gain"] = gains["accuracy"] - gains["accuracy_base"]
-    gains["balanced_gain"] = gains["balanced_accuracy"] - gains["balanced_accuracy_base"]
-    mix = answer_mix(study.answer_rates())
-    table = cells[["model", "task"]].merge(gains[["model", "task", "accuracy_gain", "balanced_gain"]], how="left",
-                                           on=["model", "task"]).merge(mix, how="left", on=["model", "task"])
+    table = balanced_gains(cells).merge(answer_mix(study.answer_rates()), how="left", on=["model", "task"])
+    compared = int(table["balanced_gain"].notna().sum())
     table["disagree"] = (table["accuracy_gain"] > 0) & (table["balanced_gain"] <= 0)
     table["biased"] = table["distance"] >= BIAS_DISTANCE
     shown = table[table["disagree"] | table["biased"]].sort_values(["disagree", "distance"], ascending=False)
@@ -49,13 +43,13 @@ def metric_disagreement(study) -> tuple[list[str], list]:
     if len(disagree):
         worst = disagree.loc[(disagree["accuracy_gain"] - disagree["balanced_gain"]).idxmax()]
         sentences.append(
-            f"On {len(disagree)} of {len(gains)} adapter–target cells on choice targets the accuracy gain is positive "
+            f"On {len(disagree)} of {compared} adapter–target cells on choice targets the accuracy gain is positive "
             f"but the balanced-accuracy gain is not: the adapter gains by favouring the more frequent labels, not by "
             f"telling the labels apart better. The largest is {worst['model']} on {worst['task']} ({points(worst['accuracy_gain'])} "
             f"points in accuracy, {points(worst['balanced_gain'])} in balanced accuracy; it answers "
             f"'{worst['label']}' on {percent(worst['rate'])} of the examples, against {percent(worst['gold_rate'])} "
             "in the gold labels).")
-    elif len(gains):
+    elif compared:
         sentences.append("No adapter gains accuracy on a choice target without gaining balanced accuracy too.")
     far = int(table["biased"].sum())
     if far:
@@ -74,17 +68,6 @@ def metric_disagreement(study) -> tuple[list[str], list]:
         caption=(f"Choice cells where accuracy gains and balanced-accuracy gains disagree, or whose answers are mixed "
                  f"more than {BIAS_DISTANCE:.0%} away from the gold labels ({first}disagreements first, then the "
                  "furthest from the gold mix; gains in points, seeds averaged)."))]
-
-
-def answer_mix(rates: pd.DataFrame) -> pd.DataFrame:
-    """Per (model, task), seeds averaged: the most answered label, its answer and gold rates,
-    and the total variation distance between the answer mix and the gold mix."""
-    mean = rates.groupby(["model", "task", "label"], sort=False)[["rate", "gold_rate"]].mean().reset_index()
-    mean["gap"] = (mean["rate"] - mean["gold_rate"]).abs()
-    top = mean.loc[mean.groupby(["model", "task"], sort=False)["rate"].idxmax(), ["model", "task", "label", "rate",
-                                                                                   "gold_rate"]]
-    distance = (mean.groupby(["model", "task"], sort=False)["gap"].sum() / 2).rename("distance").reset_index()
-    return top.merge(distance, on=["model", "task"])
 
 
 def _gain(value: float) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from traitmap.analysis.classes import answer_balance
 from traitmap.analysis.traits import resolved_components
 from traitmap.console import duration
 
@@ -178,23 +179,15 @@ def answer_flags(study) -> dict[tuple[str, str], list[str]]:
     flags: dict[tuple[str, str], list[str]] = {}
     if conf is None:
         return flags
-    conf = conf.astype({"task": str, "model": str, "gold": str, "predicted": str})
-    for (model, task), rows in conf.groupby(["model", "task"], sort=False):
-        total = rows["count"].sum()
-        if total <= 0:
-            continue
-        answered = rows.groupby("predicted")["count"].sum() / total
-        gold = rows.groupby("gold")["count"].sum() / total
-        top, share = answered.idxmax(), answered.max()
-        if share >= COLLAPSED_SHARE and gold.max() < COLLAPSED_SHARE:
-            flags.setdefault((model, task), []).append(f"collapsed: answers {top} {percent(share, 0)} of the time")
-            continue
-        gap = answered.reindex(gold.index.union(answered.index), fill_value=0) - gold.reindex(
-            gold.index.union(answered.index), fill_value=0)
-        label = gap.abs().idxmax()
-        if abs(gap[label]) >= FAR_FROM_GOLD:
-            flags.setdefault((model, task), []).append(
-                f"answers {label} {percent(answered.get(label, 0.0), 0)} of the time (gold {percent(gold.get(label, 0.0), 0)})")
+    balance = answer_balance(conf.astype({"task": str, "model": str, "gold": str, "predicted": str}))
+    for row in balance.itertuples():
+        if row.top_share >= COLLAPSED_SHARE and row.largest_gold_share < COLLAPSED_SHARE:
+            flags.setdefault((row.model, row.task), []).append(
+                f"collapsed: answers {row.top_label} {percent(row.top_share, 0)} of the time")
+        elif abs(row.furthest_gap) >= FAR_FROM_GOLD:
+            flags.setdefault((row.model, row.task), []).append(
+                f"answers {row.furthest_label} {percent(row.furthest_share, 0)} of the time "
+                f"(gold {percent(row.furthest_gold_share, 0)})")
     return flags
 
 
