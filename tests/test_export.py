@@ -50,7 +50,7 @@ def test_an_export_names_its_data_folder_without_a_machine_path(exported, data_d
 def test_an_export_reads_as_the_study_it_came_from(exported):
     out, published = exported
     study, copy = Study.load(out), Evidence.of_folder(published)
-    pd.testing.assert_frame_equal(copy.matrix, pd.read_csv(out / "matrix.csv", index_col="model"))
+    pd.testing.assert_frame_equal(copy.matrix, pd.read_csv(out / "matrix.csv", index_col="model").astype(float))
     want = study.records()[["model", "seed", "task", "example_id", "correct"]].reset_index(drop=True)
     got = copy.records[["model", "seed", "task", "example_id", "correct"]].reset_index(drop=True)
     pd.testing.assert_frame_equal(got, want, check_dtype=False)
