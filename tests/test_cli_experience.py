@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from traitmap import cli
 from traitmap.compare import compare_studies
 from traitmap.config import EVAL_KEYS, PRESETS, RUN_KEYS, load, parse, resolve_data_dir
-from traitmap.estimate import DEFAULT_SPEEDS, estimate_plan
+from traitmap.estimate import AUTO_STEPS_SHARE, DEFAULT_SPEEDS, VALIDATION_COST, estimate_plan
 from traitmap.metrics import CellMetrics
 from traitmap.status import study_status
 from traitmap.plan import make_plan
@@ -208,6 +208,24 @@ def test_estimate_counts_tokens_and_uses_default_speeds(tmp_path, monkeypatch):
     assert train.seconds_per_unit == pytest.approx(train.tokens_per_unit / DEFAULT_SPEEDS["train"])
     assert score.seconds_per_unit == pytest.approx(score.tokens_per_unit / DEFAULT_SPEEDS["score"])  # yes/no: one pass per example
     assert est.seconds_todo == pytest.approx(train.seconds_per_unit + 2 * score.seconds_per_unit)
+
+
+def test_an_auto_steps_estimate_counts_the_usual_share_of_max_steps_and_names_the_upper_bound(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRAITMAP_CACHE", str(tmp_path / "cache"))
+    tasks_dir, data = own_task(tmp_path)
+    study = {"name": "s", "base_model": "smollm2-135m", "sources": ["complaints"], "targets": ["complaints"],
+             "task_dirs": [str(tasks_dir)], "eval": {"examples": 30}}
+    fixed = parse({**study, "train": {"steps": 20, "batch_size": 2, "validation_examples": 8, "eval_every": 5}})
+    auto = parse({**study, "train": {"steps": "auto", "max_steps": 20, "batch_size": 2, "validation_examples": 8,
+                                     "eval_every": 5}})
+    fixed_row = estimate_plan(fixed, make_plan(fixed), data).rows[0]
+    estimate = estimate_plan(auto, make_plan(auto), data)
+    auto_row = estimate.rows[0]
+    share = round(20 * AUTO_STEPS_SHARE) / 20
+    per_step = fixed_row.tokens_per_unit / (20 * 2 + 5 * 8 * VALIDATION_COST)
+    assert auto_row.tokens_per_unit == pytest.approx(per_step * (20 * share * 2 + (int(20 * share) // 5 + 1) * 8 * VALIDATION_COST))
+    assert estimate.notes[0].startswith(f'steps = "auto": each adapter is counted at {AUTO_STEPS_SHARE:.0%} of max_steps = 20')
+    assert "at most" in estimate.notes[0]
 
 
 def test_estimate_prefers_the_speeds_measured_in_the_out_dir(tmp_path, monkeypatch):
