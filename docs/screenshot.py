@@ -2,7 +2,8 @@
 
 Needs Debian's chromium and chromium-driver and selenium (in the test extra). The page is
 drawn offline at 1400 px wide; the shot is the top of the page (the glance cards) and the
-transfer matrix section (its verdicts and both heatmaps), with the long study section hidden.
+transfer matrix section (its verdicts and both heatmaps), with the long per-pair table and
+the configuration hidden.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ def screenshot(report: Path, out: Path, section: str = "matrix") -> None:
         try:
             driver.get(report.resolve().as_uri())
             WebDriverWait(driver, 120).until(lambda d: d.execute_script("return document.body.dataset.plots === 'ready'"))
-            driver.execute_script("document.getElementById('study').style.display = 'none'")
+            for long_section in ("answers", "study"):  # the per-pair table and the configuration
+                driver.execute_script(f"document.getElementById('{long_section}').style.display = 'none'")
             width, bottom = driver.execute_script(
                 f"const r = document.getElementById('{section}').getBoundingClientRect();"
                 "return [document.documentElement.scrollWidth, Math.ceil(r.bottom + window.scrollY + 16)];")
