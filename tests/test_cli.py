@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from helpers import traitmap
 
@@ -135,4 +136,6 @@ def test_predict_reads_the_published_export_and_leads_with_its_check(monkeypatch
 
 def test_predict_gives_the_measured_gains_of_a_source_already_trained(monkeypatch, capsys):
     code, out, _ = traitmap(monkeypatch, capsys, "predict", STANDARD, "goat")
-    assert code == 0 and "already a source of this study" in out and "gsm8k: +2.5 points" in out
+    measured = pd.read_csv(STANDARD / "gains.csv", index_col=0).loc["goat", "tweeteval_offensive"] * 100
+    assert code == 0 and "already a source of this study" in out
+    assert f"tweeteval_offensive: {measured:+.1f} points".replace("-", "−") in out
