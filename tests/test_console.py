@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 from rich.console import Console
 
-from traitmap.console import LogLines, RunView, duration
+from traitmap.console import LogLines, RunView
 
 
 def test_one_line_per_finished_job_with_time_left_off_a_terminal():
@@ -49,13 +49,3 @@ def test_a_run_view_in_a_log_prints_what_finished_and_nothing_for_a_job_that_fai
     assert text.count("done in") == 2 and "[1/2 adapters] imdb (seed 0) done in" in text and "goat (seed 0) done" not in text
     assert "imdb                         flipkart               accuracy 0.750  (3 s)" in text
     assert "[1/1 cells] imdb on flipkart done in" in text and "PCA skipped: too few sources" in text
-
-
-def test_durations():
-    assert [duration(s) for s in (4, 65, 7322, 180_000)] == ["4s", "1m05s", "2h02m", "50h00m"]
-
-
-def test_durations_in_prose_and_in_days():
-    assert [duration(s, prose=True) for s in (4, 65.4, 3725)] == ["4 s", "1 min 05 s", "1 h 02 min"]
-    assert [duration(s, days=True) for s in (7322, 172_799, 180_000)] == ["2h02m", "47h59m", "2.1 days"]
-    assert duration(None, days=True) == duration(float("nan")) == "?"

@@ -171,7 +171,7 @@ def _print_plan(config, out_dir: Path, data_dir: Optional[Path] = None, estimate
 
 def _print_estimate(config, plan, data_dir, store) -> None:
     """The plan's time: tokens from a sample of each task, divided by measured speeds. An estimate."""
-    from traitmap.console import duration
+    from traitmap.durations import duration
     from traitmap.estimate import estimate_plan
 
     est = estimate_plan(config, plan, data_dir, store)
@@ -584,7 +584,7 @@ def _frame_table(frame, title: str, signed: bool = False, index_name: str = "mod
 @app.command()
 def status(out_dir: Path):
     """A study's progress: adapters trained, cells evaluated, scores so far, last run, report."""
-    from traitmap.console import duration
+    from traitmap.durations import duration
     from traitmap.status import study_status
 
     st = study_status(out_dir)

@@ -1,21 +1,21 @@
 """How a run looks in a terminal and in a log: the Rich view of the events a run emits
-(`run.RunEvents`), and durations written for people.
+(`run.RunEvents`).
 
 Rich's bars draw nothing when the output is not a terminal (a log file, `nohup`, CI),
-so there a long study looked stuck: off a terminal, `LogLines` prints one plain line per
+so there a long study would look stuck: off a terminal, `LogLines` prints one plain line per
 finished job (an adapter, a cell) with the time it took, the time so far and an estimate
 of the time left.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from datetime import datetime
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from traitmap.durations import duration
 from traitmap.events import RunEvents
 
 
@@ -97,18 +97,3 @@ class RunView(RunEvents):
 
     def note(self, text: str, warning: bool = False) -> None:
         self.console.print(text, style="yellow" if warning else "dim", markup=False, highlight=False)
-
-
-def duration(seconds: float | None, *, prose: bool = False, days: bool = False) -> str:
-    """How long, to the second: 42s, 3m05s, 2h07m in logs and tables; 42 s, 3 min 05 s,
-    2 h 07 min in a sentence (`prose`); 7.5 days from 48 hours on (`days`); "?" when unknown."""
-    if seconds is None or not math.isfinite(seconds):
-        return "?"
-    seconds = int(round(float(seconds)))
-    hours, rest = divmod(seconds, 3600)
-    minutes, seconds = divmod(rest, 60)
-    if days and hours >= 48:
-        return f"{hours / 24:.1f} days"
-    if prose:
-        return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from traitmap import tasks
 from traitmap.backends.base import MAX_PROMPT_TOKENS
-from traitmap.console import duration
+from traitmap.durations import duration
 from traitmap.errors import TraitmapError
 from traitmap.config import AUTO
 

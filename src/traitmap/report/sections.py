@@ -16,7 +16,7 @@ import pandas as pd
 
 from traitmap.analysis.classes import answer_balance
 from traitmap.analysis.traits import resolved_components
-from traitmap.console import duration
+from traitmap.durations import duration
 
 from . import figures
 from .bias import metric_disagreement
