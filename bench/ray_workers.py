@@ -3,7 +3,7 @@
 Each cluster has N CPUs, so N training tasks and N evaluation actors run at once; every
 run starts from a fresh cluster (its workers import torch when they take their first job),
 and the local executor is timed alongside for reference. The model is a tiny random Llama
-(the tests' architecture), so the times are dominated by process start-up and Python
+(`traitmap.testing.tiny_model`), so the times are dominated by process start-up and Python
 overhead rather than by the model: this measures the executor, not the model.
 
 Usage: python bench/ray_workers.py [--workers 1 2] [--repeats 1] [--model DIR]
@@ -17,6 +17,8 @@ import os
 import tempfile
 import time
 from pathlib import Path
+
+from traitmap.testing import tiny_model
 
 STUDY = '''name = "ray-bench"
 base_model = "{model}"
@@ -34,31 +36,6 @@ examples = 16
 batch_size = 8
 max_new_tokens = {{gsm8k = 8, goat = 8}}
 '''
-
-
-def tiny_model(folder: Path) -> Path:
-    """A 2-layer Llama with random weights and a small BPE tokenizer (as in tests/conftest.py)."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    corpus = ["What is the sentiment of the below sentence? positive negative neutral",
-              "Question: Janet has 3 apples and buys 4 more. How many apples? Answer: 7 #### 7",
-              "entailment contradiction premise hypothesis 0 1 2 3 4 5 6 7 8 9 + - * / = R"]
-    bpe = Tokenizer(models.BPE(unk_token=None))
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(corpus * 20, trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>"],
-                                                             initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
-    tokenizer.save_pretrained(folder)
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                         bos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    return folder
 
 
 def timed_run(config, out: Path, data_dir: Path, executor: str) -> float:

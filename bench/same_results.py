@@ -1,73 +1,48 @@
-"""Did a change alter results? Runs a micro study on a tiny random model with whatever
-traitmap is on sys.path and writes matrix.csv and the sorted records, to compare byte for
-byte with another version's:
+"""Did a change alter results? Trains and evaluates a study with whatever traitmap is on
+sys.path and writes matrix.csv and the sorted records, to compare byte for byte with
+another version's:
 
-    PYTHONPATH=<old checkout>/src python bench/same_results.py MODEL_DIR before DATA_DIR
-    PYTHONPATH=src python bench/same_results.py MODEL_DIR after DATA_DIR
+    PYTHONPATH=<old checkout>/src python bench/same_results.py before DATA_DIR [STUDY]
+    PYTHONPATH=src python bench/same_results.py after DATA_DIR [STUDY]
     cmp before/run/matrix.csv after/run/matrix.csv && cmp before/records.csv after/records.csv
 
-MODEL_DIR is built on first use. A version from before `traitmap.config` reads the study
-with `traitmap.study` and takes a console."""
-import inspect, io, sqlite3, sys
+Without STUDY it runs the micro study on the tiny random model of `traitmap.testing`
+(seconds); with a study file, that study (studies/quickstart.toml: about 10 minutes on a
+2-core CPU). A version from before `traitmap.config` reads the study with `traitmap.study`
+and takes a console."""
+import importlib.util
+import inspect
+import io
+import sqlite3
+import sys
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-STUDY = '''name = "micro"
-base_model = "{model}"
-sources = ["flipkart", "gsm8k"]
-targets = ["imdb", "gsm8k", "goat"]
-
-[train]
-steps = 3
-examples = 12
-batch_size = 2
-max_length = 64
-
-[eval]
-examples = 8
-batch_size = 4
-max_new_tokens = {{gsm8k = 6, goat = 6}}
-'''
+# The micro study and tiny model come from this checkout, whatever version is under test
+# (older ones have no traitmap.testing), so every version runs on the same bytes.
+_spec = importlib.util.spec_from_file_location("micro", Path(__file__).parents[1] / "src/traitmap/testing.py")
+micro = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(micro)
 
 
-def tiny_model(folder: Path) -> Path:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-    corpus = ["What is the sentiment of the below sentence? positive negative neutral",
-              "Question: what is 12 plus 30? Answer: 42", "def add(a, b): return a + b"]
-    if (folder / "config.json").is_file():
-        return folder
-    bpe = Tokenizer(models.BPE(unk_token=None))
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    bpe.train_from_iterator(corpus * 20, trainer)
-    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
-    tok.save_pretrained(folder)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=tok.eos_token_id,
-                      tie_word_embeddings=True)
-    LlamaForCausalLM(cfg).save_pretrained(folder)
-    return folder
-
-
-def main(model_dir: str, out: str, data_dir: str) -> None:
-    torch.set_num_threads(1)
+def main(out: str, data_dir: str, study: str | None = None) -> None:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    model = tiny_model(Path(model_dir))
-    (out / "micro.toml").write_text(STUDY.format(model=model))
+    if study is None:
+        torch.set_num_threads(1)
+        model = micro.tiny_model(out / "tiny-model")
+        study_file = out / "micro.toml"
+        study_file.write_text(micro.MICRO_STUDY.format(model=model))
+    else:
+        study_file = Path(study)
     try:
         from traitmap.config import load
     except ImportError:
         from traitmap.study import load
     from traitmap import run
-    config = load(out / "micro.toml")
+    config = load(study_file)
     options = {}
     if "console" in inspect.signature(run.run_study).parameters:
         from rich.console import Console

@@ -1,9 +1,6 @@
-"""Shared fixtures: the real data dir, a tiny randomly initialised model built here, and
-the micro study trained on it once per session.
-
-The tiny model is a 2-layer Llama with a BPE tokenizer trained on a few sentences: the
-whole pipeline runs on it in seconds, so unit tests never need the real model.
-"""
+"""Shared fixtures: the real data dir, the tiny random model (`traitmap.testing`), and
+the micro study trained on it once per session: the whole pipeline runs on them in
+seconds, so unit tests never need the real model."""
 
 from __future__ import annotations
 
@@ -11,6 +8,8 @@ from pathlib import Path
 
 import pytest
 from helpers import make_config, require_data_dir, run_study, torch_threads
+
+from traitmap.testing import tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -25,40 +24,9 @@ def data_dir() -> Path:
     return require_data_dir()
 
 
-CORPUS = [
-    "What is the sentiment of the below sentence? positive negative neutral",
-    "Question: Janet has 3 apples and buys 4 more. How many apples? Answer: 7 #### 7",
-    "The movie was great, I loved it. The product is bad, it broke in a day.",
-    "Is the following tweet offensive? yes no. Are the two sentences paraphrases?",
-    "entailment contradiction premise hypothesis 0 1 2 3 4 5 6 7 8 9 + - * / = R",
-    "def add(a, b): return a + b\nassert add(1, 2) == 3",
-]
-
-
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    folder = tmp_path_factory.mktemp("tiny-model")
-    bpe = Tokenizer(models.BPE(unk_token=None))
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    bpe.train_from_iterator(CORPUS * 20, trainer)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
-    tokenizer.save_pretrained(folder)
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=2048, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True,
-    )
-    LlamaForCausalLM(config).save_pretrained(folder)
-    return folder
+    return tiny_model(tmp_path_factory.mktemp("tiny-model"))
 
 
 @pytest.fixture
@@ -91,7 +59,7 @@ def install_package(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="session")
 def micro_study(tmp_path_factory, tiny_model_dir, data_dir):
-    """The micro study (helpers.MICRO_STUDY) trained and evaluated once for the whole session:
+    """The micro study (traitmap.testing.MICRO_STUDY) trained and evaluated once for the whole session:
     (config, output folder). Read it as it is; change only a copy (helpers.copy_of)."""
     folder = tmp_path_factory.mktemp("micro")
     config = make_config(folder, tiny_model_dir)

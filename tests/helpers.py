@@ -1,6 +1,6 @@
-"""What several test modules share: the micro study, user task files, the data folder rule,
-the bubblewrap mark, the quiet run and the in-process command line. The fixtures built from
-them live in conftest.py."""
+"""What several test modules share: prompts for the tiny model, user task files, the data
+folder rule, the bubblewrap mark, the quiet run and the in-process command line. The
+fixtures built from them live in conftest.py."""
 
 from __future__ import annotations
 
@@ -14,26 +14,18 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from traitmap.testing import MICRO_STUDY
+
 REPO = Path(__file__).resolve().parents[1]
 
-# The micro study: two sources and three targets on the tiny model, trained and scored in seconds.
-MICRO_STUDY = '''name = "micro"
-base_model = "{model}"
-sources = ["flipkart", "gsm8k"]
-targets = ["imdb", "gsm8k", "goat"]
-
-[train]
-steps = 2
-examples = 8
-batch_size = 2
-max_length = 64
-
-[eval]
-examples = 4
-batch_size = 4
-max_new_tokens = {{gsm8k = 6, goat = 6}}
-'''
-MICRO_SOURCES, MICRO_TARGETS = ["flipkart", "gsm8k"], ["imdb", "gsm8k", "goat"]
+# Prompts in the tiny model's words (traitmap.testing.CORPUS), for the backend tests.
+TINY_PROMPTS = [
+    "Question: Janet has 3 apples.\nAnswer:\n",
+    "The movie was great, I loved it. The product is bad, it broke in a day.\nSentiment:\n",
+    "Is it?\n",
+    "def add(a, b): return a + b\nassert add(1, 2) == 3\nAnswer:\n",
+    "entailment contradiction premise hypothesis\n",
+]
 
 # A user's own tasks; their rows are copied from IMDB and GSM8K (see rows and write_jsonl).
 REVIEWS_TASK = '''name = "reviews"

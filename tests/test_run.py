@@ -8,12 +8,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from helpers import MICRO_SOURCES, MICRO_STUDY, MICRO_TARGETS, assert_same_records, copy_of, make_config, run_study
+from helpers import assert_same_records, copy_of, make_config, run_study
 
 from traitmap import metrics
 from traitmap import plan as study_plan
 from traitmap.errors import TraitmapError
 from traitmap.results import Study
+from traitmap.testing import MICRO_SOURCES, MICRO_STUDY, MICRO_TARGETS
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

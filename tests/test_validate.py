@@ -1,9 +1,10 @@
 """validate.check_tasks: a study names only known tasks, and trains only on tasks that allow it."""
 
 import pytest
-from helpers import MICRO_STUDY, make_config
+from helpers import make_config
 
 from traitmap.errors import TraitmapError
+from traitmap.testing import MICRO_STUDY
 from traitmap.validate import check_tasks
 
 

@@ -5,17 +5,11 @@ transformers' own greedy `generate` on the prompt alone)."""
 
 import pytest
 import torch
+from helpers import TINY_PROMPTS as PROMPTS
 
 from traitmap.backends import AdapterRef, Request, get
 from traitmap.backends.hf import HFBackend
 
-PROMPTS = [
-    "Question: Janet has 3 apples.\nAnswer:\n",
-    "The movie was great, I loved it. The product is bad, it broke in a day.\nSentiment:\n",
-    "Is it?\n",
-    "def add(a, b): return a + b\nassert add(1, 2) == 3\nAnswer:\n",
-    "entailment contradiction premise hypothesis\n",
-]
 MULTI = ("positive", "negative sentiment", "no")  # 3, 4 and 1 tokens with the tiny tokenizer
 SINGLE = ("yes", "no", "0")
 

@@ -13,6 +13,7 @@ import os
 
 import pytest
 import torch
+from helpers import TINY_PROMPTS
 
 from traitmap.backends import AdapterRef, Request
 from traitmap.backends.hf import HFBackend
@@ -24,14 +25,7 @@ pytestmark = [
     pytest.mark.usefixtures("one_torch_thread"),
 ]
 
-PROMPTS = [
-    "Question: Janet has 3 apples.\nAnswer:\n",
-    "The movie was great, I loved it. The product is bad, it broke in a day.\nSentiment:\n",
-    "Is it?\n",
-    "def add(a, b): return a + b\nassert add(1, 2) == 3\nAnswer:\n",
-    "entailment contradiction premise hypothesis\n",
-    "Is the following tweet offensive? yes no.\nAnswer:\n",
-]
+PROMPTS = [*TINY_PROMPTS, "Is the following tweet offensive? yes no.\nAnswer:\n"]
 CHOICES = ("positive", "negative sentiment", "no")  # multi-token and single-token choices
 
 

@@ -8,7 +8,7 @@ import signal
 import sqlite3
 
 import pytest
-from helpers import MICRO_STUDY, assert_same_records, make_config, run_study, traitmap
+from helpers import assert_same_records, make_config, run_study, traitmap
 
 from traitmap import run, tasks
 from traitmap.config import where_to_run
@@ -16,6 +16,7 @@ from traitmap.errors import TraitmapError
 from traitmap.jobs import EvalJob
 from traitmap.plan import DB_FILE
 from traitmap.results import Study
+from traitmap.testing import MICRO_STUDY
 
 ray = pytest.importorskip("ray")
 
