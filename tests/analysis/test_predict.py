@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from traitmap.analysis.predict import SourceFeatures, TransferPredictor, critical_r, predict_new_source, run
+from traitmap.analysis.predict import (SourceFeatures, TransferPredictor, critical_r, held_out_errors,
+                                      predict_new_source, run)
 
 FEATURES = [f for f in SourceFeatures.__dataclass_fields__ if f != "embedding"]
 
@@ -110,3 +111,17 @@ def test_run_writes_prediction_files(tmp_path):
     payload = json.loads((tmp_path / "transfer_prediction.json").read_text())
     assert "6 sources" in payload["note"]
     assert list(pd.read_csv(tmp_path / "transfer_prediction.csv").columns) == ["source", "target", "predicted", "actual", "baseline"]
+
+
+def test_held_out_errors_count_only_cells_with_a_measured_gain():
+    loso = pd.DataFrame({"source": ["a", "a", "b", "b"], "target": ["x", "y", "x", "y"],
+                         "predicted": [0.02, -0.01, 0.05, 0.03], "actual": [0.01, 0.02, -0.03, np.nan],
+                         "baseline": [0.0, 0.0, 0.01, 0.0]})
+    errors = held_out_errors(loso)
+    assert errors["n"] == 3 and errors["sign_right"] == 1
+    assert errors["mae"] == pytest.approx((0.01 + 0.03 + 0.08) / 3)
+    assert errors["baseline_mae"] == pytest.approx((0.01 + 0.02 + 0.04) / 3)
+    assert (errors["worst"]["source"], errors["worst"]["target"]) == ("b", "x")
+    assert np.isnan(held_out_errors(loso.assign(baseline=[0.0, np.nan, 0.0, 0.0]))["baseline_mae"])
+    assert np.isnan(held_out_errors(loso.drop(columns="baseline"))["baseline_mae"])
+

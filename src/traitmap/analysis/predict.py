@@ -129,6 +129,23 @@ def _correlations(predicted: np.ndarray, actual: np.ndarray) -> dict:
     return {k: float(v) if k != "n" else v for k, v in result.items()}
 
 
+def held_out_errors(loso: pd.DataFrame) -> dict:
+    """How far the held-out predictions (rows of source, target, predicted, actual and, when
+    known, baseline) missed, over the cells with a measured gain: n, mae, baseline_mae (the
+    other sources' mean gain as the prediction; nan unless every cell has one), sign_right
+    (cells whose predicted gain has the measured gain's sign) and worst (the row missed most)."""
+    cells = loso.dropna(subset=["predicted", "actual"])
+    error = (cells["predicted"] - cells["actual"]).abs()
+    has_baseline = "baseline" in cells.columns and cells["baseline"].notna().all()
+    return {
+        "n": len(cells),
+        "mae": float(error.mean()),
+        "baseline_mae": float((cells["baseline"] - cells["actual"]).abs().mean()) if has_baseline else float("nan"),
+        "sign_right": int((np.sign(cells["predicted"]) == np.sign(cells["actual"])).sum()),
+        "worst": cells.loc[error.idxmax()].to_dict() if len(cells) else None,
+    }
+
+
 @dataclass(frozen=True)
 class TargetModel:
     """A fitted pipeline and which of its outputs is this target."""
@@ -229,10 +246,9 @@ class TransferPredictor:
     @staticmethod
     def _score(loso: pd.DataFrame) -> pd.DataFrame:
         def summary(part: pd.DataFrame) -> dict:
-            scores = _correlations(part.predicted.to_numpy(), part.actual.to_numpy())
-            scores["mae"] = float((part.predicted - part.actual).abs().mean())
-            scores["baseline_mae"] = float((part.baseline - part.actual).abs().mean())
-            return scores
+            errors = held_out_errors(part)
+            return {**_correlations(part.predicted.to_numpy(), part.actual.to_numpy()),
+                    "mae": errors["mae"], "baseline_mae": errors["baseline_mae"]}
 
         table = pd.DataFrame({t: summary(part) for t, part in loso.groupby("target", sort=False)}).T.astype(float)
         averaged = ["pearson", "spearman", "mae", "baseline_mae"]  # a mean of p-values means nothing

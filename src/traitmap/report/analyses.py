@@ -12,6 +12,7 @@ import pandas as pd
 
 from traitmap.analysis.classes import GOLD_ROW, answer_shares, confusion_counts, label_order, row_shares
 from traitmap.analysis.dependency import ALL
+from traitmap.analysis.predict import held_out_errors
 
 from . import figures
 from .blocks import Figure, Note, Section, Table
@@ -290,29 +291,27 @@ def prediction_section(study) -> Section:
     pred, why = _read(study, "prediction")
     if pred is None:
         return missing("prediction", title, skipped(study, "predict") or why)
-    pred = pred.rename(columns={"source": "model", "target": "task"}).astype({"model": str, "task": str})
-    pred = pred.dropna(subset=["predicted", "actual"]).reset_index(drop=True)
-    if pred.empty:
+    pred = pred.astype({"source": str, "target": str})
+    errors = held_out_errors(pred)
+    if not errors["n"]:
         return missing("prediction", title, "analysis/prediction.csv has no cell with a measured gain.")
-    rows = pred.assign(predicted=pred["predicted"] * 100, actual=pred["actual"] * 100)
-    err = (rows["predicted"] - rows["actual"]).abs()
-    right = int((np.sign(rows["predicted"]) == np.sign(rows["actual"])).sum())
-    miss = rows.loc[err.idxmax()]
+    mae, baseline_mae, miss = errors["mae"] * 100, errors["baseline_mae"] * 100, errors["worst"]
     sentences = [
-        f"Predicted for each source before training on it (from the other sources), the gains are off by {err.mean():.1f} points on average over "
-        f"{len(rows)} adapter–target cells, with the sign right for {right} of {len(rows)}.",
+        f"Predicted for each source before training on it (from the other sources), the gains are off by {mae:.1f} points on average over "
+        f"{errors['n']} adapter–target cells, with the sign right for {errors['sign_right']} of {errors['n']}.",
     ]
-    if "baseline" in rows.columns and rows["baseline"].notna().all():
-        mean_err = (rows["baseline"] * 100 - rows["actual"]).abs().mean()
-        if err.mean() >= mean_err:
+    if not np.isnan(baseline_mae):
+        if mae >= baseline_mae:
             sentences.append(f"That is no better than the mean: predicting each held-out source by the other sources' "
-                             f"mean gain is off by {mean_err:.1f} points. Read no prediction of this model as more "
+                             f"mean gain is off by {baseline_mae:.1f} points. Read no prediction of this model as more "
                              "than that mean.")
         else:
-            sentences.append(f"The mean of the other sources' gains would be off by {mean_err:.1f} points, so the "
+            sentences.append(f"The mean of the other sources' gains would be off by {baseline_mae:.1f} points, so the "
                              "source statistics carry some information about transfer.")
-    sentences.append(f"The largest miss is {miss['model']} on {miss['task']} (predicted {points(miss['predicted'] / 100)}, "
-                     f"measured {points(miss['actual'] / 100)}).")
+    sentences.append(f"The largest miss is {miss['source']} on {miss['target']} (predicted {points(miss['predicted'])}, "
+                     f"measured {points(miss['actual'])}).")
+    cells = pred.dropna(subset=["predicted", "actual"]).rename(columns={"source": "model", "target": "task"})
+    rows = cells.assign(predicted=cells["predicted"] * 100, actual=cells["actual"] * 100)
     blocks = [Figure.of("fig-prediction", figures.predicted_vs_actual(rows),
                         caption="Predicted against measured gain for each held-out adapter and target.")]
     return Section(id="prediction", title=title, sentences=sentences, blocks=blocks)
