@@ -40,7 +40,7 @@ def test_a_run_view_in_a_log_prints_what_finished_and_nothing_for_a_job_that_fai
     view.trained(jobs[0], {"steps": 2, "final_loss": 0.4, "precision": "fp32"})
     view.done()  # goat failed: no line for it
     cell = SimpleNamespace(model="imdb", seed=0, task="flipkart", seconds=3.0)
-    view.evaluating([SimpleNamespace(task=SimpleNamespace(name="flipkart"), cells=[cell], requests=5)], 1)
+    view.evaluating([SimpleNamespace(task=SimpleNamespace(name="flipkart"), cells=[cell], request_count=5)], 1)
     view.answered(SimpleNamespace(task=SimpleNamespace(name="flipkart")), 5)
     view.scored(cell, "accuracy", 0.75)
     view.done()

@@ -79,7 +79,7 @@ class RunView(RunEvents):
         bar = self._open()
         self.bars = {"cells": bar.add_task("evaluate (cells)", total=cells, info="")}
         self.bars.update({job.task.name: bar.add_task(f"  {job.task.name} ({len(job.cells)} models)",
-                                                      total=job.requests, info="") for job in jobs})
+                                                      total=job.request_count, info="") for job in jobs})
         self.lines = LogLines(self.console, "cells", cells)
 
     def answered(self, job, n: int) -> None:

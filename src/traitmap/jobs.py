@@ -55,7 +55,8 @@ class EvalJob:
     backend_args: dict = field(default_factory=dict)  # the backend's own settings ([eval] backend_args)
 
     @property
-    def requests(self) -> int:
+    def request_count(self) -> int:
+        """How many requests the job asks: one per example and cell."""
         return len(self.cells) * len(self.examples)
 
 
@@ -118,5 +119,5 @@ def record(model: str, seed: int, task: Task, example: Example, response, code_e
         model=model, seed=seed, task=task.name, example_id=example.id, prompt=example.prompt,
         output=scored.output, output_tokens=int(scored.output_tokens),
         parsed="" if scored.parsed is None else str(scored.parsed), gold=str(example.gold),
-        correct=float(bool(scored.correct)), logprobs=scored.logprobs,
+        correct=float(bool(scored.correct)), logprobs=scored.logprobs_json,
     )

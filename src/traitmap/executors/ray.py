@@ -207,7 +207,7 @@ class RayExecutor:
         def report(item: tuple) -> None:
             if item[0] == "eval" and progress and item[1] in chunks:
                 i = chunks[item[1]].job_index
-                n = min(item[2], jobs[i].requests - answered[i])  # a resent chunk answers some requests twice
+                n = min(item[2], jobs[i].request_count - answered[i])  # a resent chunk answers some requests twice
                 answered[i] += n
                 if n:
                     progress(jobs[i], n)

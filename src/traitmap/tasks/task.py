@@ -62,7 +62,7 @@ class Scored:
     output_tokens: int
     parsed: str | None
     correct: bool
-    logprobs: str
+    logprobs_json: str
 
 
 @dataclass(frozen=True)
