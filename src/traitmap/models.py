@@ -13,7 +13,6 @@ import hashlib
 import importlib.util
 import os
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -167,13 +166,6 @@ def _hub_snapshot(repo_id: str, local_only: bool = False) -> Path:
         raise TraitmapError(f"could not fetch model '{repo_id}' from the hub: {_first_line(e)}", field="base_model") from None
 
 
-def _link_or_copy(source: str, destination: str) -> None:
-    try:
-        os.link(source, destination)
-    except OSError:
-        shutil.copy2(source, destination)
-
-
 @contextlib.contextmanager
 def _no_dequantize_bars():
     """transformers draws a tqdm bar per GGUF tensor; in a log that is one line each."""
@@ -194,14 +186,6 @@ def _cached_packaged(alias: str) -> Path:
     if (target / "model.safetensors").is_file():
         return target
     gguf = _gguf_path(spec)
-    # Entries of older versions were keyed on the GGUF's path (one per virtualenv): share
-    # one by hard links (no second copy on disk; the old entry stays valid for old checkouts).
-    legacy = target.with_name(f"{alias}-{hashlib.sha256(f'{gguf}:{gguf.stat().st_size}'.encode()).hexdigest()[:12]}")
-    if (legacy / "model.safetensors").is_file():
-        with contextlib.suppress(TraitmapError):  # a failed copy: dequantize instead
-            with atomic_folder(target) as tmp:
-                shutil.copytree(legacy, tmp, copy_function=_link_or_copy, dirs_exist_ok=True)
-            return target
     from rich.console import Console
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
