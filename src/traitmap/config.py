@@ -13,6 +13,7 @@ import difflib
 import math
 import os
 import re
+import shlex
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -570,6 +571,36 @@ def _check_analysis(analysis: dict, targets: list[str], fail) -> None:
 
 
 HUB = "hub"
+
+
+def new_study_text(path: Path, *, model: str, sources: list[str], targets: list[str], data_dir: str | None = None,
+                   task_dirs: list[str] = ()) -> str:
+    """The commented study file `traitmap init` writes to `path` (templates/study.toml): every
+    key explained, the given folders written relative to the file's folder as it reads them."""
+    from importlib.resources import files
+    from string import Template
+
+    if not sources or not targets:
+        raise TraitmapError("--sources and --targets need at least one task name each")
+    folder = path.parent.resolve()
+
+    def beside(where: str) -> str:
+        if where == "hub" or Path(where).expanduser().is_absolute():
+            return where
+        return os.path.relpath(Path(where).resolve(), folder)
+
+    def toml_list(items) -> str:
+        return ", ".join(f'"{i}"' for i in items)
+
+    dirs = [beside(d) for d in task_dirs]
+    template = Template(files("traitmap").joinpath("templates/study.toml").read_text(encoding="utf-8"))
+    return template.substitute(
+        path=shlex.quote(str(path)), name=re.sub(r"[^A-Za-z0-9_.-]+", "-", path.stem).strip("-") or "study", model=model.replace('"', ""),
+        sources=toml_list(sources), targets=toml_list(targets),
+        first_target=targets[0] if re.fullmatch(r"[A-Za-z0-9_-]+", targets[0]) else f'"{targets[0]}"',
+        task_dirs_line=f"task_dirs = [{toml_list(dirs)}]" if dirs else '# task_dirs = ["my_tasks"]',
+        data_dir_line=f'data_dir = "{beside(data_dir)}"' if data_dir else '# data_dir = "/path/to/data"',
+    )
 
 
 def resolve_data_dir(config: StudyConfig, override: str | None = None) -> Path | None:
