@@ -218,6 +218,17 @@ def test_estimate_counts_tokens_and_uses_default_speeds(tmp_path, monkeypatch):
     assert est.seconds_todo == pytest.approx(train.seconds_per_unit + 2 * score.seconds_per_unit)
 
 
+def test_the_auto_steps_share_is_what_the_published_adapters_trained():
+    """AUTO_STEPS_SHARE is a measurement: the mean of steps trained / max_steps over the
+    adapters of results/; a re-published study must update it."""
+    shares = []
+    for study in ("standard", "controlled"):
+        folder = Path(__file__).resolve().parents[1] / "results" / study
+        max_steps = json.loads((folder / "config.json").read_text())["config"]["train"]["max_steps"]
+        shares += list(pd.read_csv(folder / "adapters.csv")["steps_trained"] / max_steps)
+    assert AUTO_STEPS_SHARE == round(sum(shares) / len(shares), 2)
+
+
 def test_an_auto_steps_estimate_counts_the_usual_share_of_max_steps_and_names_the_upper_bound(tmp_path, monkeypatch):
     monkeypatch.setenv("TRAITMAP_CACHE", str(tmp_path / "cache"))
     tasks_dir, data = own_task(tmp_path)
