@@ -5,7 +5,6 @@ bubblewrap runs no code unless the study opts in."""
 
 import functools
 import json
-import os
 import shutil
 import socket
 import sys
