@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from types import SimpleNamespace
 
 from rich.console import Console
@@ -46,6 +47,19 @@ def test_a_run_view_in_a_log_prints_what_finished_and_nothing_for_a_job_that_fai
     view.done()
     view.note("PCA skipped: too few sources", warning=True)
     text = out.getvalue()
-    assert text.count("done in") == 2 and "[1/2 adapters] imdb (seed 0) done in" in text and "goat (seed 0) done" not in text
+    assert text.count("done in") == 2 and "goat (seed 0) done" not in text
+    assert re.search(r"\[1/2 adapters\] imdb \(seed 0\) done in \d+s, loss 0.400 \(fp32\); elapsed", text)
+    assert "━" not in text  # no bars in a log
     assert "imdb                         flipkart               accuracy 0.750  (3 s)" in text
     assert "[1/1 cells] imdb on flipkart done in" in text and "PCA skipped: too few sources" in text
+
+
+def test_a_run_view_on_a_terminal_draws_bars_and_no_lines():
+    out = io.StringIO()
+    view = RunView(Console(file=out, force_terminal=True, width=120))
+    job = _job("imdb")
+    view.training([job])
+    view.trained(job, {"steps": 2, "final_loss": 0.4, "precision": "fp32"})
+    view.done()
+    text = out.getvalue()
+    assert "━" in text and "train imdb (seed 0)" in text and "loss 0.400 (fp32)" in text and "done in" not in text
