@@ -595,8 +595,8 @@ def new_study_text(path: Path, *, model: str, sources: list[str], targets: list[
     dirs = [beside(d) for d in task_dirs]
     template = Template(files("traitmap").joinpath("templates/study.toml").read_text(encoding="utf-8"))
     return template.substitute(
-        path=shlex.quote(str(path)), name=re.sub(r"[^A-Za-z0-9_.-]+", "-", path.stem).strip("-") or "study", model=model.replace('"', ""),
-        sources=toml_list(sources), targets=toml_list(targets),
+        path=shlex.quote(str(path)), name=re.sub(r"[^A-Za-z0-9_.-]+", "-", path.stem).strip("-") or "study",
+        model=model.replace('"', ""), sources=toml_list(sources), targets=toml_list(targets),
         first_target=targets[0] if re.fullmatch(r"[A-Za-z0-9_-]+", targets[0]) else f'"{targets[0]}"',
         task_dirs_line=f"task_dirs = [{toml_list(dirs)}]" if dirs else '# task_dirs = ["my_tasks"]',
         data_dir_line=f'data_dir = "{beside(data_dir)}"' if data_dir else '# data_dir = "/path/to/data"',

@@ -1,10 +1,9 @@
 """How a run looks in a terminal and in a log: the Rich view of the events a run emits
 (`run.RunEvents`).
 
-Rich's bars draw nothing when the output is not a terminal (a log file, `nohup`, CI),
-so there a long study would look stuck: off a terminal, `LogLines` prints one plain line per
-finished job (an adapter, a cell) with the time it took, the time so far and an estimate
-of the time left.
+Bars need a terminal: in a log file (`nohup`, CI) they are off, and `LogLines` prints one
+plain line per finished job (an adapter, a cell) with the time it took, the time so far
+and an estimate of the time left, so that a long study does not look stuck there.
 """
 
 from __future__ import annotations
@@ -37,8 +36,9 @@ class LogLines:
         finished = time.perf_counter()
         elapsed = finished - self.start
         left = elapsed / self.number * (self.total - self.number)
+        outcome = f", {outcome}" if outcome else ""
         self.console.print(f"{datetime.now():%H:%M:%S} [{self.number}/{self.total} {self.what}] {label} done in "
-                           f"{duration(finished - self.began)}{', ' + outcome if outcome else ''}; elapsed {duration(elapsed)}, "
+                           f"{duration(finished - self.began)}{outcome}; elapsed {duration(elapsed)}, "
                            + (f"about {duration(left)} left" if self.number < self.total else "all done"),
                            markup=False, highlight=False, soft_wrap=True)
         self.began = finished
@@ -46,7 +46,7 @@ class LogLines:
 
 class RunView(RunEvents):
     """A run drawn with Rich: a bar per adapter or target on a terminal, plain lines in a log
-    (where bars would only be drawn once, cut to 80 columns, when a step ends)."""
+    (where Rich would draw the bars once, cut to 80 columns, when a step ends)."""
 
     def __init__(self, console: Console):
         self.console = console
