@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from traitmap import cli
 from traitmap.compare import compare_studies
 from traitmap.config import EVAL_KEYS, PRESETS, RUN_KEYS, load, parse, resolve_data_dir
+from traitmap.durations import duration
 from traitmap.estimate import AUTO_STEPS_SHARE, DEFAULT_SPEEDS, VALIDATION_COST, estimate_plan
 from traitmap.metrics import CellMetrics
 from traitmap.status import study_status
@@ -237,7 +238,8 @@ def test_an_auto_steps_estimate_counts_the_usual_share_of_max_steps_and_names_th
     fixed = parse({**study, "train": {"steps": 20, "batch_size": 2, "validation_examples": 8, "eval_every": 5}})
     auto = parse({**study, "train": {"steps": "auto", "max_steps": 20, "batch_size": 2, "validation_examples": 8,
                                      "eval_every": 5}})
-    fixed_row = estimate_plan(fixed, make_plan(fixed), data).rows[0]
+    fixed_estimate = estimate_plan(fixed, make_plan(fixed), data)
+    fixed_row = fixed_estimate.rows[0]
     estimate = estimate_plan(auto, make_plan(auto), data)
     auto_row = estimate.rows[0]
     share = round(20 * AUTO_STEPS_SHARE) / 20
@@ -245,6 +247,8 @@ def test_an_auto_steps_estimate_counts_the_usual_share_of_max_steps_and_names_th
     assert auto_row.tokens_per_unit == pytest.approx(per_step * (20 * share * 2 + (int(20 * share) // 5 + 1) * 8 * VALIDATION_COST))
     assert estimate.notes[0].startswith(f'steps = "auto": each adapter is counted at {AUTO_STEPS_SHARE:.0%} of max_steps = 20')
     assert "at most" in estimate.notes[0]
+    # The bound is the study with every adapter at max_steps: as the same study with steps = 20.
+    assert estimate.notes[0].endswith(f"at most {duration(fixed_estimate.seconds_todo, days=True)}")
 
 
 def test_estimate_prefers_the_speeds_measured_in_the_out_dir(tmp_path, monkeypatch):

@@ -215,10 +215,8 @@ def estimate_plan(config, plan, data_dir: Path | None, store=None) -> Estimate:
     basis = "calibrated" if calibrated else "default"
     measured = measured_speeds(store)
     reader = _Sampler(config, data_dir, notes)
-    rows = _training_rows(config, plan, reader, count, measured["train"] or speeds["train"],
-                          "measured" if measured["train"] else basis)
-    share = AUTO_STEPS_SHARE if config.train.auto_steps else 1.0
-    to_max_steps = sum(row.seconds_todo for row in rows) * (1 / share - 1)
+    rows, training_at_max_steps = _training_rows(config, plan, reader, count, measured["train"] or speeds["train"],
+                                                 "measured" if measured["train"] else basis)
     eval_rows, factor, generated_by_reference = _evaluation_rows(
         config, plan, reader, count, speeds, basis, measured, store.mean_output_tokens() if store is not None else {})
     rows += eval_rows
@@ -241,21 +239,24 @@ def estimate_plan(config, plan, data_dir: Path | None, store=None) -> Estimate:
     if generated_by_reference:
         notes.append(f"answers of {', '.join(generated_by_reference)} are counted at the length of the task's "
                      "reference answers (no output of this study measured yet)")
-    estimate = Estimate(rows, speeds, speed_source, token_source, notes)
     if config.train.auto_steps:
-        notes.insert(0, f"steps = \"auto\": each adapter is counted at {share:.0%} of max_steps = "
+        at_most = training_at_max_steps + sum(row.seconds_todo for row in eval_rows)
+        notes.insert(0, f"steps = \"auto\": each adapter is counted at {AUTO_STEPS_SHARE:.0%} of max_steps = "
                         f"{config.train.max_steps} (with a validation pass every {config.train.eval_every} steps), "
                         "where the adapters of the published studies stopped on average; with every adapter at "
-                        f"max_steps the study would take at most {duration(estimate.seconds_todo + to_max_steps, days=True)}")
-    return estimate
+                        f"max_steps the study would take at most {duration(at_most, days=True)}")
+    return Estimate(rows, speeds, speed_source, token_source, notes)
 
 
-def _training_rows(config, plan, reader: _Sampler, count, speed: float, basis: str) -> list[EstimateRow]:
-    """One row per source: the tokens its adapters train on (with their validation passes)."""
+def _training_rows(config, plan, reader: _Sampler, count, speed: float,
+                   basis: str) -> tuple[list[EstimateRow], float]:
+    """One row per source: the tokens its adapters train on (with their validation passes).
+    Also returns the seconds the adapters still to train would take, every one at its full
+    step count (with steps = "auto": at max_steps, the upper bound)."""
     from traitmap import data as data_mod
     from traitmap.train import auto_max_length
 
-    cfg, rows = config.train, []
+    cfg, rows, at_max_steps = config.train, [], 0.0
     for source in config.sources:
         task = tasks.get(source.task, extra_dirs=config.task_dirs)
         examples = reader.sample(task, "train")
@@ -274,16 +275,20 @@ def _training_rows(config, plan, reader: _Sampler, count, speed: float, basis: s
         if steps is None:
             reader.notes.append(f"the size of {source.task}'s training split is unknown: its training time is left out")
             continue
-        if cfg.auto_steps:
-            steps = max(1, round(steps * AUTO_STEPS_SHARE))
         batch = min(cfg.batch_size, n) if n else cfg.batch_size
-        tokens = steps * cfg.grad_accum * batch * per_example
-        if cfg.validation_examples:
-            tokens += (steps // cfg.eval_every + 1) * cfg.validation_examples * per_example * VALIDATION_COST
+
+        def tokens_for(steps: int) -> float:
+            tokens = steps * cfg.grad_accum * batch * per_example
+            if cfg.validation_examples:
+                tokens += (steps // cfg.eval_every + 1) * cfg.validation_examples * per_example * VALIDATION_COST
+            return tokens
+
+        tokens = tokens_for(max(1, round(steps * AUTO_STEPS_SHARE)) if cfg.auto_steps else steps)
         total = sum(1 for name, _ in plan.adapters if name == source.name)
         todo = sum(1 for name, _ in plan.todo_adapters if name == source.name)
         rows.append(EstimateRow("train", source.name, "train", total, todo, tokens, tokens / speed, basis))
-    return rows
+        at_max_steps += todo * tokens_for(steps) / speed
+    return rows, at_max_steps
 
 
 def _evaluation_rows(config, plan, reader: _Sampler, count, speeds: dict, basis: str, measured: dict,
